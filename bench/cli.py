@@ -1,0 +1,156 @@
+"""`salt-bench` command line: data | run | tune | report | predict.
+
+Every user-facing error is a one-line message and a non-zero exit; tracebacks are for bugs only.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from bench.errors import BenchError
+
+
+def _csv(value: str) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def _ints(value: str) -> list[int]:
+    try:
+        return [int(v) for v in _csv(value)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {value!r}") from None
+
+
+def _cmd_data_synth(args: argparse.Namespace) -> None:
+    from bench.data import synthetic, tgs
+
+    root = synthetic.write_dataset(args.out, n_train=args.n_train, n_test=args.n_test, seed=args.seed)
+    print(tgs.format_summary(tgs.summary(tgs.load(root))))
+
+
+def _cmd_data_check(args: argparse.Namespace) -> None:
+    from bench.data import tgs
+
+    print(tgs.format_summary(tgs.summary(tgs.load(args.dir))))
+
+
+def _cmd_data_folds(args: argparse.Namespace) -> None:
+    from bench.data import folds, tgs
+
+    data = tgs.load(args.dir)
+    out = Path(args.out) if args.out else Path(args.dir)
+    assignment = folds.load_or_make_splits(out / "splits.json", data.ids, data.masks, k=args.k, seed=args.seed)
+    folds.export_imagesets(data.ids, assignment, out / "ImageSets")
+    print(folds.format_folds(data.masks, assignment))
+    print(f"wrote {out / 'splits.json'} and {out / 'ImageSets'}")
+
+
+def _add_config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", action="append", default=None, metavar="YAML",
+                   help="config file; repeat to layer (later files override earlier ones)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+                   help="dotted override, e.g. --set protocol.epochs=30")
+
+
+def _cmd_run(args: argparse.Namespace) -> None:
+    from bench import runner
+
+    runner.main(args)
+
+
+def _cmd_tune(args: argparse.Namespace) -> None:
+    from bench import tune
+
+    tune.main(args)
+
+
+def _cmd_report(args: argparse.Namespace) -> None:
+    from bench.report import build
+
+    build.main(args)
+
+
+def _cmd_predict(args: argparse.Namespace) -> None:
+    from bench import predict
+
+    predict.main(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="salt-bench", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    data = sub.add_parser("data", help="generate, check and split datasets in the Kaggle TGS layout")
+    dsub = data.add_subparsers(dest="data_command", required=True)
+    p = dsub.add_parser("synth", help="write the synthetic seismic salt dataset")
+    p.add_argument("--out", required=True)
+    p.add_argument("--n-train", type=int, default=4000)
+    p.add_argument("--n-test", type=int, default=18000)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_cmd_data_synth)
+    p = dsub.add_parser("check", help="validate a TGS folder and print its statistics")
+    p.add_argument("dir")
+    p.set_defaults(func=_cmd_data_check)
+    p = dsub.add_parser("folds", help="make (or reload) coverage-stratified folds and ImageSets")
+    p.add_argument("dir")
+    p.add_argument("--k", type=int, default=5)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None, help="where splits.json and ImageSets/ go (default: the data folder)")
+    p.set_defaults(func=_cmd_data_folds)
+
+    p = sub.add_parser("run", help="train every architecture on every fold under one protocol")
+    _add_config_args(p)
+    p.add_argument("--out", default=None, help="run directory (default: runs/<config name>)")
+    p.add_argument("--archs", type=_csv, default=None, help="subset of architectures, e.g. unet,refinenet")
+    p.add_argument("--folds", type=_ints, default=None, help="subset of folds, e.g. 0,1")
+    p.add_argument("--no-report", action="store_true", help="do not write the HTML report at the end")
+    p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("tune", help="tune one architecture (or all, with equal budgets) with Optuna")
+    _add_config_args(p)
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--arch")
+    g.add_argument("--all", action="store_true")
+    p.add_argument("--space", default="configs/tune/default.yaml")
+    p.add_argument("--n-trials", type=int, default=None)
+    p.add_argument("--timeout", type=float, default=None)
+    p.add_argument("--storage", default=None, help="Optuna storage URL (default: SQLite under the study dir)")
+    p.add_argument("--study", default=None, help="study name (default: tune-<arch>)")
+    p.add_argument("--folds", type=_ints, default=[0])
+    p.add_argument("--out", default=None, help="study directory (default: runs/<study>)")
+    p.set_defaults(func=_cmd_tune)
+
+    p = sub.add_parser("report", help="write the self-contained HTML leaderboard of a run directory")
+    p.add_argument("run_dir")
+    p.add_argument("--out", default=None, help="HTML file (default: reports/<run>/index.html)")
+    p.add_argument("--open", action="store_true", help="open it in a browser")
+    p.set_defaults(func=_cmd_report)
+
+    p = sub.add_parser("predict", help="predict the test set and write a Kaggle submission")
+    p.add_argument("run_dir")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--arch")
+    g.add_argument("--ensemble", type=_csv)
+    p.add_argument("--out", default=None)
+    p.add_argument("--tta", choices=["none", "flip"], default="flip")
+    p.add_argument("--evaluate-oof", action="store_true")
+    p.set_defaults(func=_cmd_predict)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except BenchError as exc:
+        print(f"salt-bench: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("salt-bench: interrupted; finished cells are kept, run again to resume", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

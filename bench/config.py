@@ -1,0 +1,322 @@
+"""Typed benchmark configuration: YAML layers, dotted overrides, validation and the protocol hash.
+
+A config has three top-level parts. ``data`` and ``protocol`` together are *the protocol*: every cell of a
+run must share them, so their canonical JSON is hashed and the hash is recorded in every cell. The
+``architectures`` section (which models, with which extra settings) is the only thing allowed to differ.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from bench.errors import BenchError
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+
+
+def _range(lo: float | None = None, hi: float | None = None, choices: tuple = ()) -> dict:
+    return {"lo": lo, "hi": hi, "choices": choices}
+
+
+@dataclass
+class DataConfig:
+    source: str = "synthetic"  # "synthetic" or a path to a Kaggle TGS folder
+    n_train: int = field(default=4000, metadata=_range(8))  # synthetic: images generated; folder: ignored
+    n_test: int = field(default=18000, metadata=_range(0))
+    seed: int = 0  # synthetic generator seed
+    subset: int | None = field(default=None, metadata=_range(8))  # use a seeded random subset of train images
+
+
+@dataclass
+class InputConfig:
+    size: int = field(default=128, metadata=_range(32, 1024))
+    mode: str = field(default="pad", metadata=_range(choices=("pad", "resize")))
+
+
+@dataclass
+class AugmentConfig:
+    hflip: float = field(default=0.5, metadata=_range(0, 1))
+    shift_scale: float = field(default=0.5, metadata=_range(0, 1))  # probability of a random affine
+    max_shift: float = field(default=0.1, metadata=_range(0, 0.5))  # fraction of the image side
+    max_scale: float = field(default=0.1, metadata=_range(0, 0.5))
+    color: float = field(default=0.5, metadata=_range(0, 1))  # probability of brightness/contrast jitter
+    brightness: float = field(default=0.1, metadata=_range(0, 1))
+    contrast: float = field(default=0.1, metadata=_range(0, 1))
+
+
+@dataclass
+class OptimizerConfig:
+    name: str = field(default="adamw", metadata=_range(choices=("adamw", "sgd")))
+    lr: float = field(default=1e-3, metadata=_range(1e-7, 10))
+    weight_decay: float = field(default=1e-4, metadata=_range(0, 1))
+    momentum: float = field(default=0.9, metadata=_range(0, 1))  # sgd only
+
+
+@dataclass
+class SchedulerConfig:
+    name: str = field(default="cosine", metadata=_range(choices=("cosine", "plateau", "none")))
+    warmup_epochs: int = field(default=1, metadata=_range(0))
+    min_lr_ratio: float = field(default=0.01, metadata=_range(0, 1))  # cosine floor, as a fraction of lr
+    factor: float = field(default=0.5, metadata=_range(0.01, 0.99))  # plateau
+    patience: int = field(default=3, metadata=_range(0))  # plateau
+
+
+@dataclass
+class LossConfig:
+    first: dict[str, float] = field(default_factory=lambda: {"bce": 1.0})
+    then: dict[str, float] | None = None  # used from switch_epoch on (a staged schedule)
+    switch_epoch: int | None = field(default=None, metadata=_range(0))
+
+
+@dataclass
+class ModelConfig:
+    encoder: str = "resnet34"
+    encoder_weights: str | None = None
+
+
+@dataclass
+class ProtocolConfig:
+    folds: int = field(default=5, metadata=_range(2, 20))
+    fold_seed: int = 0
+    seeds: list[int] = field(default_factory=lambda: [0])
+    input: InputConfig = field(default_factory=InputConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    epochs: int = field(default=40, metadata=_range(1, 10000))
+    batch_size: int = field(default=32, metadata=_range(1, 4096))
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    early_stopping: int | None = field(default=None, metadata=_range(1))  # patience in epochs
+    grad_clip: float | None = field(default=None, metadata=_range(0))
+
+
+@dataclass
+class RuntimeConfig:
+    """How to run, not what to run: excluded from the protocol hash because it does not change results
+    beyond numerical precision (recorded in env.json)."""
+
+    device: str = field(default="auto", metadata=_range(choices=("auto", "cpu", "cuda")))
+    compile: bool = False
+    threads: int | None = field(default=None, metadata=_range(1))
+
+
+@dataclass
+class Config:
+    name: str = "benchmark"
+    data: DataConfig = field(default_factory=DataConfig)
+    protocol: ProtocolConfig = field(default_factory=ProtocolConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    architectures: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def arch_kwargs(self, arch: str) -> dict[str, Any]:
+        """Keyword arguments for ``architectures.create``: the shared encoder, then the arch's own settings."""
+        kwargs = {"encoder": self.protocol.model.encoder, "encoder_weights": self.protocol.model.encoder_weights}
+        kwargs.update(self.architectures.get(arch) or {})
+        return kwargs
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def protocol_dict(cfg: Config) -> dict[str, Any]:
+    """The part of the config every cell must share: data and protocol (not the architectures, not runtime)."""
+    d = cfg.to_dict()
+    return {"data": d["data"], "protocol": d["protocol"]}
+
+
+def protocol_hash(cfg: Config) -> str:
+    canonical = json.dumps(protocol_dict(cfg), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def _deep_merge(base: dict, update: dict) -> dict:
+    out = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _read_yaml(path: Path) -> dict:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise BenchError(f"{path}: cannot read config ({exc.strerror})") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise BenchError(f"{path}: invalid YAML{where}") from None
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise BenchError(f"{path}: top level must be a mapping, got {type(raw).__name__}")
+    return raw
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``a.b.c=value`` -> (["a","b","c"], value parsed as YAML, so 30 is int and null is None)."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise BenchError(f"--set {text!r}: expected KEY=VALUE, e.g. --set protocol.epochs=30")
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else ""
+    except yaml.YAMLError:
+        parsed = value
+    return key.strip().split("."), parsed
+
+
+def _set_dotted(tree: dict, keys: list[str], value: Any) -> None:
+    node = tree
+    for k in keys[:-1]:
+        child = node.get(k)
+        if child is None:
+            child = node[k] = {}
+        if not isinstance(child, dict):
+            raise BenchError(f"--set {'.'.join(keys)}: {k!r} is not a section")
+        node = child
+    node[keys[-1]] = value
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value: Any, tp: Any, key: str, source: str) -> Any:
+    """Check ``value`` against the annotation ``tp``; build nested dataclasses. Errors name key and file."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(tp)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _coerce(value, option, key, source)
+            except BenchError as exc:
+                errors.append(exc)
+        raise errors[0]
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise BenchError(f"{source}: {key}: expected a mapping, got {type(value).__name__}")
+        return _build(tp, value, key, source)
+    if origin is list:
+        (item_tp,) = typing.get_args(tp)
+        if not isinstance(value, list):
+            raise BenchError(f"{source}: {key}: expected a list, got {type(value).__name__}")
+        return [_coerce(v, item_tp, f"{key}[{i}]", source) for i, v in enumerate(value)]
+    if origin is dict:
+        _, val_tp = typing.get_args(tp)
+        if not isinstance(value, dict):
+            raise BenchError(f"{source}: {key}: expected a mapping, got {type(value).__name__}")
+        return {str(k): (v if val_tp is Any else _coerce(v, val_tp, f"{key}.{k}", source)) for k, v in value.items()}
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp is float and isinstance(value, str):
+        try:
+            return float(value)  # YAML 1.1 reads 1e-3 as a string
+        except ValueError:
+            pass
+    if tp in (int, float, str, bool):
+        if isinstance(value, bool) and tp is not bool or not isinstance(value, tp):
+            raise BenchError(f"{source}: {key}: expected {_type_name(tp)}, got {type(value).__name__} {value!r}")
+        return value
+    raise BenchError(f"{source}: {key}: unsupported type {_type_name(tp)}")
+
+
+def _build(cls: type, raw: dict, prefix: str, source: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        where = f"{prefix}.{unknown[0]}" if prefix else unknown[0]
+        raise BenchError(f"{source}: unknown key {where!r} (valid: {', '.join(sorted(fields))})")
+    kwargs = {}
+    for name, value in raw.items():
+        key = f"{prefix}.{name}" if prefix else name
+        value = _coerce(value, hints[name], key, source)
+        meta = fields[name].metadata
+        if meta and value is not None:
+            _check_range(value, meta, key, source)
+        kwargs[name] = value
+    return cls(**kwargs)
+
+
+def _check_range(value: Any, meta: dict, key: str, source: str) -> None:
+    if meta["choices"] and value not in meta["choices"]:
+        raise BenchError(f"{source}: {key}: {value!r} is not one of {', '.join(meta['choices'])}")
+    if meta["lo"] is not None and value < meta["lo"]:
+        raise BenchError(f"{source}: {key}: {value!r} is below the minimum {meta['lo']}")
+    if meta["hi"] is not None and value > meta["hi"]:
+        raise BenchError(f"{source}: {key}: {value!r} is above the maximum {meta['hi']}")
+
+
+def _validate(cfg: Config, source: str) -> None:
+    from bench import losses  # local: config must not import torch at module import time
+
+    for part in ("first", "then"):
+        terms = getattr(cfg.protocol.loss, part)
+        if terms is not None:
+            losses.check_terms(terms, f"{source}: protocol.loss.{part}")
+    loss = cfg.protocol.loss
+    if (loss.then is None) != (loss.switch_epoch is None):
+        raise BenchError(f"{source}: protocol.loss: 'then' and 'switch_epoch' go together")
+    if not cfg.protocol.seeds:
+        raise BenchError(f"{source}: protocol.seeds: at least one seed is needed")
+    if cfg.protocol.input.size % 32:
+        raise BenchError(f"{source}: protocol.input.size: {cfg.protocol.input.size} is not a multiple of 32")
+    if cfg.protocol.input.mode == "pad" and cfg.protocol.input.size < 101:
+        raise BenchError(f"{source}: protocol.input.size: padding needs at least 101, got {cfg.protocol.input.size}")
+    if not cfg.architectures:
+        raise BenchError(f"{source}: architectures: no architecture to run")
+    import architectures
+
+    for arch, kwargs in cfg.architectures.items():
+        if arch not in architectures.names():
+            raise BenchError(f"{source}: architectures.{arch}: unknown (valid: {', '.join(architectures.names())})")
+        if kwargs is not None and not isinstance(kwargs, dict):
+            raise BenchError(f"{source}: architectures.{arch}: expected a mapping of settings")
+
+
+def load(paths: list[str | Path] | None = None, overrides: list[str] | None = None) -> Config:
+    """Layer YAML files left to right, apply ``--set`` overrides, and validate the result."""
+    tree: dict = {}
+    sources = []
+    for path in paths or []:
+        path = Path(path)
+        tree = _deep_merge(tree, _read_yaml(path))
+        sources.append(str(path))
+    for text in overrides or []:
+        keys, value = parse_override(text)
+        _set_dotted(tree, keys, value)
+    source = " + ".join(sources) or "<defaults>"
+    if overrides:
+        source += " (with --set)"
+    cfg = _build(Config, tree, "", source)
+    _validate(cfg, source)
+    return cfg
+
+
+def from_dict(tree: dict, source: str = "<dict>") -> Config:
+    cfg = _build(Config, copy.deepcopy(tree), "", source)
+    _validate(cfg, source)
+    return cfg
+
+
+def dump(cfg: Config) -> str:
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)

@@ -1,0 +1,43 @@
+"""Resolve ``data.source`` to a loaded dataset: the embedded synthetic set (generated once into a cache
+folder, reused afterwards) or a Kaggle TGS folder."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from bench.config import DataConfig
+from bench.data import tgs
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("SALT_BENCH_CACHE", Path.home() / ".cache" / "salt-bench"))
+
+
+def synthetic_dir(cfg: DataConfig) -> Path:
+    return cache_root() / f"synthetic-n{cfg.n_train}-t{cfg.n_test}-s{cfg.seed}"
+
+
+def resolve(cfg: DataConfig) -> Path:
+    """The folder holding the data, generating the synthetic set on first use."""
+    if cfg.source != "synthetic":
+        return Path(cfg.source).expanduser()
+    root = synthetic_dir(cfg)
+    if not (root / "train.csv").is_file():
+        from bench.data import synthetic
+
+        print(f"generating the synthetic dataset ({cfg.n_train} train, {cfg.n_test} test, seed {cfg.seed}) into {root}")
+        synthetic.write_dataset(root, n_train=cfg.n_train, n_test=cfg.n_test, seed=cfg.seed)
+    return root
+
+
+def load(cfg: DataConfig) -> tgs.TGSData:
+    """Load the configured data, restricted to a seeded random subset when ``data.subset`` is set."""
+    data = tgs.load(resolve(cfg))
+    if cfg.subset is not None and cfg.subset < len(data.ids):
+        keep = np.sort(np.random.default_rng(cfg.seed).choice(len(data.ids), cfg.subset, replace=False))
+        data.ids = [data.ids[i] for i in keep]
+        data.images, data.masks = data.images[keep], data.masks[keep]
+        data.depths = None if data.depths is None else data.depths[keep]
+    return data
