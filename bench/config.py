@@ -121,11 +121,34 @@ class Config:
     def arch_kwargs(self, arch: str) -> dict[str, Any]:
         """Keyword arguments for ``architectures.create``: the shared encoder, then the arch's own settings."""
         kwargs = {"encoder": self.protocol.model.encoder, "encoder_weights": self.protocol.model.encoder_weights}
-        kwargs.update(self.architectures.get(arch) or {})
+        kwargs.update({k: v for k, v in (self.architectures.get(arch) or {}).items() if k != "train"})
         return kwargs
+
+    def arch_train(self, arch: str) -> dict[str, Any]:
+        """The arch's own training recipe (e.g. a tuned learning rate): ``architectures.<arch>.train``."""
+        return copy.deepcopy((self.architectures.get(arch) or {}).get("train") or {})
+
+    def for_arch(self, arch: str, source: str = "config") -> "Config":
+        """This config with ``architectures.<arch>.train`` laid over the protocol's training recipe.
+
+        Only the recipe keys in ``ARCH_TRAIN_KEYS`` may differ per architecture (that is what per-arch
+        tuning changes); data, folds, seeds, epochs, input and augmentation stay shared.
+        """
+        train = self.arch_train(arch)
+        if not train:
+            return self
+        bad = sorted(set(train) - set(ARCH_TRAIN_KEYS))
+        if bad:
+            raise BenchError(f"{source}: architectures.{arch}.train.{bad[0]}: not a per-architecture setting "
+                             f"(allowed: {', '.join(ARCH_TRAIN_KEYS)})")
+        merged = _deep_merge(dataclasses.asdict(self.protocol), train)
+        return dataclasses.replace(self, protocol=_build(ProtocolConfig, merged, f"architectures.{arch}.train", source))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+ARCH_TRAIN_KEYS = ("batch_size", "optimizer", "scheduler", "loss", "grad_clip")
 
 
 def protocol_dict(cfg: Config) -> dict[str, Any]:
@@ -291,6 +314,11 @@ def _validate(cfg: Config, source: str) -> None:
             raise BenchError(f"{source}: architectures.{arch}: unknown (valid: {', '.join(architectures.names())})")
         if kwargs is not None and not isinstance(kwargs, dict):
             raise BenchError(f"{source}: architectures.{arch}: expected a mapping of settings")
+        arch_cfg = cfg.for_arch(arch, source)
+        for part in ("first", "then"):
+            terms = getattr(arch_cfg.protocol.loss, part)
+            if terms is not None:
+                losses.check_terms(terms, f"{source}: architectures.{arch}.train.loss.{part}")
 
 
 def load(paths: list[str | Path] | None = None, overrides: list[str] | None = None) -> Config:

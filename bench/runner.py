@@ -11,7 +11,7 @@ import platform
 import subprocess
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -24,6 +24,7 @@ from bench.config import Config, protocol_dict, protocol_hash
 from bench.data import folds as bfolds
 from bench.data import source
 from bench.errors import BenchError
+from bench.executors import EXECUTORS, execute_local, execute_ray
 from bench.train import Cell, DeviceData, train_cell
 
 
@@ -106,34 +107,26 @@ def grid(cfg: Config, archs: list[str] | None = None, folds: list[int] | None = 
 
 def _check_cell_settings(cfg: Config, cell: Cell, run_dir: Path) -> None:
     done = bio.read_json(cell.dir(run_dir) / "metrics.json")
-    if done["arch_kwargs"] != cfg.arch_kwargs(cell.arch):
+    then = {**done["arch_kwargs"], "train": done.get("arch_train", {})}
+    now = {**cfg.arch_kwargs(cell.arch), "train": cfg.arch_train(cell.arch)}
+    if then != now:
         raise BenchError(
-            f"{cell.dir(run_dir) / 'metrics.json'}: {cell.arch} was trained with {done['arch_kwargs']}, "
-            f"the config now says {cfg.arch_kwargs(cell.arch)}; use a new --out"
+            f"{cell.dir(run_dir) / 'metrics.json'}: {cell.arch} was trained with {then}, "
+            f"the config now says {now}; use a new --out"
         )
 
 
-CellFn = Callable[[Cell], dict[str, Any]]
-
-
-def execute_local(cells: list[Cell], fn: CellFn, progress: bool = True) -> None:
-    from tqdm.auto import tqdm
-
-    for cell in tqdm(cells, desc="cells", unit="cell", disable=not progress):
-        metrics = fn(cell)
-        tqdm.write(_cell_line(metrics))
-
-
-def _cell_line(m: dict[str, Any]) -> str:
-    return (f"done {m['arch']:<14} fold {m['fold']} seed {m['seed']}: best val {m['best_val_score']:.4f} "
-            f"at epoch {m['best_epoch']} ({m['stop_reason']}), {m['train_images_per_s']:.0f} img/s, {m['wall_s']:.0f} s")
-
-
 def run(cfg: Config, run_dir: Path, *, archs: list[str] | None = None, folds: list[int] | None = None,
-        progress: bool = True) -> Any:
-    """Train every pending cell of the grid, then aggregate the run directory. Returns the leaderboard."""
+        progress: bool = True, executor: str = "local", ray_options: dict[str, Any] | None = None) -> Any:
+    """Train every pending cell of the grid, then aggregate the run directory. Returns the leaderboard.
+
+    ``executor="ray"`` sends the cells to Ray workers (``ray_options`` go to ``executors.execute_ray``);
+    they pick their own devices, so the driver needs none.
+    """
     run_dir = Path(run_dir)
-    device = pick_device(cfg)
+    if executor not in EXECUTORS:
+        raise BenchError(f"executor {executor!r}: expected one of {', '.join(EXECUTORS)}")
+    device = pick_device(cfg) if executor == "local" else None
     if cfg.runtime.threads:
         torch.set_num_threads(cfg.runtime.threads)
     cells = grid(cfg, archs, folds)
@@ -144,7 +137,10 @@ def run(cfg: Config, run_dir: Path, *, archs: list[str] | None = None, folds: li
     if not (run_dir / "data.npz").is_file():
         results.save_data(run_dir, data.ids, data.images, data.masks, assignment)
     bfolds.export_imagesets(data.ids, assignment, run_dir / "ImageSets")
-    bio.write_json(run_dir / "env.json", environment(device))
+    env = environment(device or torch.device("cpu"))
+    if device is None:
+        env.update(executor=executor, device=executor, device_name="Ray workers (each cell's metrics.json has its device)")
+    bio.write_json(run_dir / "env.json", env)
     pending = []
     for cell in cells:
         if cell.is_done(run_dir):
@@ -152,8 +148,10 @@ def run(cfg: Config, run_dir: Path, *, archs: list[str] | None = None, folds: li
         else:
             pending.append(cell)
     print(f"{run_dir}: protocol {protocol_hash(cfg)}, {len(cells)} cells, {len(cells) - len(pending)} already done, "
-          f"{len(pending)} to train on {device}")
-    if pending:
+          f"{len(pending)} to train on {device or executor}")
+    if pending and executor == "ray":
+        execute_ray(pending, cfg, run_dir, progress=progress, **(ray_options or {}))
+    elif pending:
         device_data = DeviceData.from_arrays(data.ids, data.images, data.masks, device)
         execute_local(pending, lambda c: train_cell(cfg, c, device_data, assignment, c.dir(run_dir), progress=progress),
                       progress=progress)
@@ -172,7 +170,9 @@ def main(args: argparse.Namespace) -> None:
     cfg = bconfig.load(paths, args.overrides)
     run_dir = Path(args.out or Path("runs") / cfg.name)
     t0 = time.perf_counter()
-    board = run(cfg, run_dir, archs=args.archs, folds=args.folds, progress=True)
+    ray_options = {"address": args.ray_address, "gpus_per_cell": args.gpus_per_cell, "cpus_per_cell": args.cpus_per_cell}
+    board = run(cfg, run_dir, archs=args.archs, folds=args.folds, progress=True, executor=args.executor,
+                ray_options=ray_options)
     print(f"\nleaderboard ({run_dir / 'leaderboard.csv'}), pooled out-of-fold TGS score at the OOF-chosen threshold:")
     print(results.format_leaderboard(board, results.all_empty_baseline(run_dir)))
     print(f"wall time {time.perf_counter() - t0:.0f} s")

@@ -186,9 +186,11 @@ def train_cell(
     """
     from tqdm.auto import tqdm
 
+    phash = protocol_hash(cfg)  # the shared protocol; the arch's own recipe is recorded beside it
+    arch_train = cfg.arch_train(cell.arch)
+    cfg = cfg.for_arch(cell.arch)
     p, device = cfg.protocol, data.images.device
     out_dir = Path(out_dir)
-    phash = protocol_hash(cfg)
     fold_t = torch.as_tensor(folds, device=device)
     train_idx = torch.nonzero(fold_t != cell.fold).flatten()
     val_idx = torch.nonzero(fold_t == cell.fold).flatten()
@@ -278,7 +280,7 @@ def train_cell(
     val_ids = np.array([data.ids[i] for i in val_idx.cpu().tolist()])
     metrics = {
         "arch": cell.arch, "fold": cell.fold, "seed": cell.seed, "protocol_hash": phash, "status": status,
-        "stop_reason": stop_reason, "arch_kwargs": cfg.arch_kwargs(cell.arch),
+        "stop_reason": stop_reason, "arch_kwargs": cfg.arch_kwargs(cell.arch), "arch_train": arch_train,
         "encoder": cfg.arch_kwargs(cell.arch)["encoder"],
         "params": described["params"], "macs": described["macs"], "output_stride": described["output_stride"],
         "best_epoch": best["epoch"], "epochs_run": len(history), "best_val_score": best["score"],

@@ -71,3 +71,16 @@ def test_protocol_hash_ignores_architectures_and_runtime_only() -> None:
     assert config.protocol_hash(base) == config.protocol_hash(same)
     for change in ["protocol.epochs=7", "data.n_train=100", "protocol.augment.hflip=0.0", "protocol.model.encoder=resnet34"]:
         assert config.protocol_hash(config.load([QUICK], [change])) != config.protocol_hash(base), change
+
+
+def test_per_architecture_recipe_overrides_training_only() -> None:
+    cfg = config.load([QUICK], ["architectures.unet.train.optimizer.lr=0.01", "architectures.unet.train.batch_size=4"])
+    unet, linknet = cfg.for_arch("unet"), cfg.for_arch("linknet")
+    assert unet.protocol.optimizer.lr == 0.01 and unet.protocol.batch_size == 4
+    assert linknet.protocol == config.load([QUICK]).protocol
+    assert "train" not in cfg.arch_kwargs("unet")
+    assert config.protocol_hash(cfg) == config.protocol_hash(config.load([QUICK]))
+    with pytest.raises(BenchError, match="architectures.unet.train.epochs: not a per-architecture setting"):
+        config.load([QUICK], ["architectures.unet.train.epochs=3"])
+    with pytest.raises(BenchError, match="architectures.unet.train.optimizer.lr: expected float"):
+        config.load([QUICK], ["architectures.unet.train.optimizer.lr=fast"])

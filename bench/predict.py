@@ -1,0 +1,269 @@
+"""``salt-bench predict``: the test set through a run's fold models, as a Kaggle submission.
+
+Every choice comes from out-of-fold data only: the probability threshold and the post-processing
+(``bench.postprocess``) are decided on the pooled OOF probabilities of exactly what is predicted (one
+architecture or an ensemble, with or without flip TTA) and recorded in ``<run>/postprocess.json``.
+Probabilities are averaged over folds and seeds within an architecture, then over the ensemble's
+architectures, and quantised to uint8 levels like the stored OOF probabilities, so the OOF decision
+applies to the test probabilities unchanged.
+
+``--evaluate-oof`` stops after the OOF decision and records it in ``<run>/ensembles.csv`` (the report
+lists that file); it needs no models and no test data.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from bench import config as bconfig
+from bench import io as bio
+from bench import postprocess, results
+from bench.config import Config
+from bench.data import source, tgs
+from bench.data.rle import rle_encode
+from bench.errors import BenchError
+from bench.inference import predict_probs
+from bench.runner import pick_device
+from bench.train import DeviceData, load_model
+
+ENSEMBLE_COLUMNS = ["members", "tta", "threshold", "min_area", "empty_max_prob", "score_raw", "score_post", "n_images"]
+_CHUNK = 1024  # test images per predict_probs call: the progress bar's step
+_BATCH = 128
+
+
+@dataclass(frozen=True)
+class Selection:
+    """What is predicted: the architectures (sorted, so an ensemble has one name) and the TTA."""
+
+    members: tuple[str, ...]
+    tta: str
+
+    @property
+    def name(self) -> str:
+        return "+".join(self.members)
+
+    @property
+    def key(self) -> str:
+        return f"{self.name}@{self.tta}"
+
+
+def load_run_config(run_dir: Path) -> Config:
+    """The run's own config (data source, folds, seeds, input geometry); a missing run is a one-line error."""
+    path = Path(run_dir) / "config.yaml"
+    if not path.is_file():
+        raise BenchError(f"{path}: missing; {run_dir} is not a run directory (made by `salt-bench run`)")
+    return bconfig.load([path])
+
+
+def select(run_dir: Path, arch: str | None, ensemble: list[str] | None, tta: str) -> Selection:
+    """``--arch``, ``--ensemble`` or, with neither, the leaderboard's rank-1 architecture."""
+    run_dir = Path(run_dir)
+    if ensemble is not None:
+        if not ensemble:
+            raise BenchError("--ensemble: no architectures given")
+        twice = sorted({a for a in ensemble if ensemble.count(a) > 1})
+        if twice:
+            raise BenchError(f"--ensemble: {twice[0]} is listed twice")
+        members = sorted(ensemble)
+    elif arch is not None:
+        members = [arch]
+    else:
+        board_path = run_dir / "leaderboard.csv"
+        if not board_path.is_file():
+            raise BenchError(f"{board_path}: missing; pass --arch or --ensemble, or finish the run first")
+        board = pd.read_csv(board_path)
+        if board.empty or "arch" not in board:
+            raise BenchError(f"{board_path}: no architectures ranked; pass --arch or --ensemble")
+        members = [str(board.sort_values("rank")["arch"].iloc[0])]
+    trained = sorted(p.name for p in (run_dir / "cells").glob("*") if p.is_dir())
+    for a in members:
+        if a not in trained:
+            raise BenchError(f"{run_dir / 'cells' / a}: architecture {a} has no cells in this run "
+                             f"(trained: {', '.join(trained) or 'none'})")
+    return Selection(tuple(members), tta)
+
+
+def cell_dirs(run_dir: Path, cfg: Config, sel: Selection, *, need_models: bool) -> dict[str, list[Path]]:
+    """Every (fold, seed) cell directory of each member; a missing or unusable cell is named in the error."""
+    out: dict[str, list[Path]] = {}
+    for arch in sel.members:
+        dirs = []
+        for seed in cfg.protocol.seeds:
+            for fold in range(cfg.protocol.folds):
+                cell = Path(run_dir) / "cells" / arch / f"fold{fold}-seed{seed}"
+                needed = ["metrics.json", "oof.npz"] + (["model.pt"] if need_models else [])
+                missing = [f for f in needed if not (cell / f).is_file()]
+                if missing:
+                    raise BenchError(f"{cell}: missing {missing[0]} ({_why_missing(cell, missing)})")
+                dirs.append(cell)
+        out[arch] = dirs
+    return out
+
+
+def _why_missing(cell: Path, missing: list[str]) -> str:
+    if "metrics.json" in missing:
+        return "the cell is not finished; run `salt-bench run` on this run directory to train it"
+    if bio.read_json(cell / "metrics.json").get("status") != "ok":
+        return "the cell diverged and kept no model"
+    return "the cell's files are incomplete"
+
+
+def _quantise(levels_mean: np.ndarray) -> np.ndarray:
+    return np.clip(np.round(levels_mean), 0, 255).astype(np.uint8)
+
+
+def oof_probs(cells: dict[str, list[Path]], ids: np.ndarray, tta: str) -> np.ndarray:
+    """Pooled OOF probability levels (N, 101, 101) uint8 in ``ids`` order: mean over seeds, then members."""
+    index = {str(i): k for k, i in enumerate(ids)}
+    key = "probs" if tta == "flip" else "probs_no_tta"
+    total: np.ndarray | None = None
+    for dirs in cells.values():
+        member: np.ndarray | None = None
+        seen = np.zeros(len(ids), np.int64)
+        for cell in dirs:
+            with np.load(cell / "oof.npz") as z:
+                unknown = [str(i) for i in z["ids"] if str(i) not in index]
+                if unknown:
+                    raise BenchError(f"{cell / 'oof.npz'}: id {unknown[0]} is not in the run's data.npz")
+                rows = np.array([index[str(i)] for i in z["ids"]], dtype=np.int64)
+                if member is None:
+                    member = np.zeros((len(ids), *z[key].shape[1:]), np.float32)
+                member[rows] += z[key]
+                seen[rows] += 1
+        if member is None or seen.min() == 0 or seen.min() != seen.max():
+            raise BenchError(f"{dirs[0].parent}: out-of-fold predictions do not cover every train image "
+                             "of the run's data.npz equally often (once per seed)")
+        member /= seen[0]
+        total = member if total is None else total + member
+    return _quantise(total / len(cells))
+
+
+def load_test_set(cfg: Config) -> tuple[list[str], np.ndarray]:
+    """Test ids (``sample_submission.csv`` order) and images of the run's data source, checked by ``bench.data.tgs``."""
+    folder = source.resolve(cfg.data)
+    data = tgs.load(folder)
+    ids = data.test_ids()
+    if not ids:
+        raise BenchError(f"{folder / 'test' / 'images'}: no test images to predict")
+    return ids, data.test_images()
+
+
+def predict_test(cfg: Config, cells: dict[str, list[Path]], images: np.ndarray, mean: float, std: float,
+               device: torch.device, tta: str, *, progress: bool = True) -> np.ndarray:
+    """Test probability levels (N, 101, 101) uint8: mean over each member's fold/seed models, then members."""
+    from tqdm.auto import tqdm
+
+    x = torch.from_numpy(np.ascontiguousarray(images, dtype=np.uint8)).unsqueeze(1).to(device)
+    n_models = sum(len(d) for d in cells.values())
+    total = torch.zeros(x.shape[0], *x.shape[-2:], device=device)
+    with tqdm(total=n_models * x.shape[0], desc="predict", unit="img", disable=not progress) as bar:
+        for dirs in cells.values():
+            member = torch.zeros_like(total)
+            for cell in dirs:
+                model = load_model(cell, device)
+                for i in range(0, x.shape[0], _CHUNK):
+                    probs, _ = predict_probs(model, x[i:i + _CHUNK], cfg.protocol.input, mean, std,
+                                             batch_size=_BATCH, tta=tta == "flip")
+                    member[i:i + _CHUNK] += probs
+                    bar.update(probs.shape[0])
+                del model
+            total += member / len(dirs)
+    probs = total / len(cells)
+    return (probs.clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
+
+
+def _protocol_hash(run_dir: Path) -> str | None:
+    path = Path(run_dir) / "protocol.json"
+    return bio.read_json(path).get("hash") if path.is_file() else None
+
+
+def record_decision(run_dir: Path, cfg: Config, sel: Selection, decision: postprocess.Decision, n_images: int) -> dict:
+    """Add (or replace) this selection's entry in ``<run>/postprocess.json``, atomically; returns the entry."""
+    path = Path(run_dir) / "postprocess.json"
+    table = bio.read_json(path) if path.is_file() else {}
+    entry = {"members": list(sel.members), "tta": sel.tta, "folds": cfg.protocol.folds,
+             "seeds": list(cfg.protocol.seeds), "n_images": n_images, "protocol_hash": _protocol_hash(run_dir),
+             **decision.to_dict()}
+    table[sel.key] = entry
+    bio.write_json(path, table)
+    return entry
+
+
+def record_ensemble(run_dir: Path, sel: Selection, decision: postprocess.Decision, n_images: int) -> pd.DataFrame:
+    """Add (or replace) this selection's row in ``<run>/ensembles.csv`` (best ``score_post`` first), atomically."""
+    path = Path(run_dir) / "ensembles.csv"
+    row = pd.DataFrame([{"members": sel.name, "tta": sel.tta, "threshold": decision.threshold,
+                         "min_area": decision.min_area, "empty_max_prob": decision.empty_max_prob,
+                         "score_raw": decision.score_raw, "score_post": decision.score_post, "n_images": n_images}],
+                       columns=ENSEMBLE_COLUMNS)
+    if path.is_file():
+        old = pd.read_csv(path, keep_default_na=False, na_values={"empty_max_prob": [""]})
+        if list(old.columns) != ENSEMBLE_COLUMNS:
+            raise BenchError(f"{path}: unexpected columns {','.join(old.columns)}, "
+                             f"expected {','.join(ENSEMBLE_COLUMNS)}")
+        old = old[~((old["members"] == sel.name) & (old["tta"] == sel.tta))]
+        row = pd.concat([old, row], ignore_index=True) if len(old) else row
+    table = row.sort_values("score_post", ascending=False, kind="stable").reset_index(drop=True)
+    bio.write_text(path, table.to_csv(index=False))
+    return table
+
+
+def submission_text(ids: list[str], masks: np.ndarray) -> str:
+    """``id,rle_mask`` CSV, one row per id in the given order, empty string for an empty mask."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["id", "rle_mask"])
+    writer.writerows((i, rle_encode(m)) for i, m in zip(ids, masks))
+    return buf.getvalue()
+
+
+def _describe(sel: Selection, d: postprocess.Decision) -> str:
+    steps = []
+    if d.min_area:
+        steps.append(f"masks under {d.min_area} px emptied")
+    if d.empty_max_prob is not None:
+        steps.append(f"images with peak probability <= {d.empty_max_prob:.2f} emptied")
+    return (f"{sel.name} (tta {sel.tta}): threshold {d.threshold:.2f}, post-processing: "
+            f"{'; '.join(steps) or 'none (nothing improved the OOF score)'}\n"
+            f"pooled OOF TGS score {d.score_raw:.4f} -> {d.score_post:.4f} after post-processing")
+
+
+def main(args: argparse.Namespace) -> None:
+    """Decide on OOF, then (unless ``--evaluate-oof``) predict the test set and write the submission."""
+    run_dir = Path(args.run_dir)
+    if not run_dir.is_dir():
+        raise BenchError(f"{run_dir}: no such run directory")
+    cfg = load_run_config(run_dir)
+    sel = select(run_dir, args.arch, args.ensemble, args.tta)
+    cells = cell_dirs(run_dir, cfg, sel, need_models=not args.evaluate_oof)
+    if not (run_dir / "data.npz").is_file():
+        raise BenchError(f"{run_dir / 'data.npz'}: missing; the run directory is incomplete")
+    test = None if args.evaluate_oof else load_test_set(cfg)  # before anything is written: its errors come first
+    if cfg.runtime.threads:
+        torch.set_num_threads(cfg.runtime.threads)
+    device = pick_device(cfg)
+    data = results.load_data(run_dir)
+    decision = postprocess.decide(oof_probs(cells, data["ids"], sel.tta), data["masks"])
+    record_decision(run_dir, cfg, sel, decision, len(data["ids"]))
+    print(_describe(sel, decision))
+    print(f"recorded in {run_dir / 'postprocess.json'}")
+    if test is None:
+        record_ensemble(run_dir, sel, decision, len(data["ids"]))
+        print(f"recorded in {run_dir / 'ensembles.csv'}")
+        return
+
+    stats = DeviceData.from_arrays(data["ids"], data["images"], data["masks"], torch.device("cpu"))
+    test_ids, test_images = test
+    probs = predict_test(cfg, cells, test_images, stats.mean, stats.std, device, sel.tta)
+    masks = postprocess.apply(probs, decision)
+    out = Path(args.out) if args.out else run_dir / "submission.csv"
+    bio.write_text(out, submission_text(test_ids, masks))
+    print(f"wrote {out}: {len(test_ids)} test images, {int((~masks.any(axis=(1, 2))).sum())} predicted empty")
+

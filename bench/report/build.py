@@ -1,0 +1,120 @@
+"""`salt-bench report`: one run directory -> one self-contained HTML file (inline CSS, base64 figures,
+no network access when opened). Every string from data or config goes through Jinja2 autoescape."""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import webbrowser
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import pandas as pd
+import yaml
+from markupsafe import Markup
+
+from bench import io as bio
+from bench.report import gallery, plots, stats, tables, tuning
+from bench.report.load import RunData, load_run
+
+SECTIONS = [
+    ("header", "Run"), ("leaderboard", "Leaderboard"), ("significance", "Significance"), ("folds", "Per fold"),
+    ("curves", "Learning curves"), ("coverage", "Coverage & empty images"), ("pareto", "Cost vs score"),
+    ("gallery", "Gallery"), ("tuning", "Tuning"),
+]
+ENV_KEYS = [("device", "device"), ("device_name", "device name"), ("torch", "torch"), ("smp", "segmentation-models-pytorch"),
+            ("timm", "timm"), ("optuna", "optuna"), ("numpy", "numpy"), ("python", "python"), ("threads", "CPU threads"),
+            ("git_commit", "git commit"), ("platform", "platform")]
+
+
+def _fmt(value: Any, spec: str = ".4f") -> str:
+    """Number for the page, or "n/a" for None/NaN."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    return format(value, spec)
+
+
+def _environment() -> jinja2.Environment:
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(Path(__file__).parent), autoescape=True,
+                             undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    env.filters["fmt"] = _fmt
+    return env
+
+
+def _summary(run: RunData, comparison: pd.DataFrame | None) -> dict[str, Any]:
+    """The one-paragraph answer at the top: who wins, by how much, is it real, at what cost."""
+    best = run.board.iloc[0]
+    out: dict[str, Any] = {"winner": best["arch"], "score": best["score"], "threshold": best["threshold"],
+                           "params": best["params"] / 1e6, "gmacs": best["gmacs"], "runner_up": None}
+    if comparison is not None and not comparison.empty:
+        row = comparison.iloc[0]
+        out["runner_up"] = {"arch": row["arch"], "diff": row["diff"], "lo": row["ci_lo"], "hi": row["ci_hi"],
+                            "p": row["wilcoxon_holm"], "verdict": row["verdict"]}
+    return out
+
+
+def _switch_epoch(run: RunData) -> int | None:
+    loss = run.protocol.get("protocol", {}).get("protocol", {}).get("loss") or {}
+    return loss.get("switch_epoch") if loss.get("then") else None
+
+
+def _figures(run: RunData, order: list[str]) -> dict[str, str | None]:
+    colours = plots.palette(order)
+    counts = run.per_image.drop_duplicates("id").groupby("coverage_class").size()
+    return {
+        "folds": plots.fold_plot(run.per_image, order, colours),
+        "curves": plots.curves_plot(run.history, order, colours, _switch_epoch(run)) if not run.history.empty else None,
+        "coverage": plots.coverage_heatmap(run.board, counts),
+        "pareto": plots.pareto_plot(run.board, colours, run.baseline),
+    }
+
+
+def context(run: RunData) -> dict[str, Any]:
+    """Everything the template shows, computed from the run directory alone."""
+    proto = run.protocol.get("protocol", {})
+    ctx: dict[str, Any] = {
+        "run": run, "sections": SECTIONS, "config_name": run.config.get("name"),
+        "date": run.env.get("time"), "protocol_hash": run.protocol.get("hash"),
+        "protocol_json": json.dumps(proto, indent=2, sort_keys=True),
+        "config_yaml": yaml.safe_dump(run.config, sort_keys=False) if run.config else "",
+        "env": [(label, run.env[key]) for key, label in ENV_KEYS if run.env.get(key) not in (None, "")],
+        "n_images": int(run.per_image["id"].nunique()) if run.has_cells else None,
+        "studies": [tuning.study_summary(s) for s in tuning.find_studies(run.run_dir)],
+        "legend": [(name, gallery.css_colour(colour)) for name, colour in gallery.LEGEND],
+        "truth_colour": gallery.css_colour(gallery.TRUTH),
+    }
+    if not run.has_cells:
+        return ctx
+    order = list(run.board["arch"])
+    comparison = stats.compare_to_best(run.per_image, order, run.test_train_ratio) if len(order) > 1 else None
+    ctx.update({
+        "summary": _summary(run, comparison),
+        "leaderboard": Markup(tables.leaderboard(run.board)),
+        "confusion": Markup(tables.confusion(run.board)),
+        "significance": Markup(tables.significance(comparison)) if comparison is not None else None,
+        "n_folds": int(run.per_image["fold"].nunique()),
+        "figures": _figures(run, order),
+        "gallery": gallery.gallery_rows(run.gallery, run.board, run.per_image) if run.gallery else [],
+        "diverged": run.cells[run.cells["status"] != "ok"][["arch", "fold", "seed", "stop_reason"]].to_dict("records"),
+    })
+    return ctx
+
+
+def render(run: RunData) -> str:
+    return _environment().get_template("template.html.j2").render(**context(run))
+
+
+def build_report(run_dir: Path, out: Path | None = None) -> Path:
+    """Write the report of ``run_dir`` (default ``reports/<run name>/index.html``) atomically; return its path."""
+    run = load_run(Path(run_dir))
+    path = Path(out) if out is not None else Path("reports") / run.name / "index.html"
+    bio.write_text(path, render(run))
+    return path
+
+
+def main(args: argparse.Namespace) -> None:
+    path = build_report(Path(args.run_dir), Path(args.out) if args.out else None)
+    print(f"report: {path}")
+    if args.open:
+        webbrowser.open(path.resolve().as_uri())

@@ -1,0 +1,137 @@
+"""The report's figures (seaborn/matplotlib, Agg backend), each returned as a base64 PNG data URI so the
+HTML file stays self-contained."""
+from __future__ import annotations
+
+import base64
+import io
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+from matplotlib.ticker import FuncFormatter, MaxNLocator  # noqa: E402
+
+from bench.results import N_CLASSES  # noqa: E402
+
+_RC = {**sns.axes_style("whitegrid"), "font.size": 10, "axes.titlesize": 11, "axes.labelsize": 10,
+       "figure.dpi": 100, "savefig.dpi": 100}
+
+_PLAIN = FuncFormatter(lambda v, _: f"{v:g}")  # 0.3 rather than 3x10^-1 on log axes
+_PLAIN_MINOR = FuncFormatter(lambda v, _: f"{v:g}" if f"{v:.0e}"[0] in "25" else "")  # 2 and 5 only: no overlap
+Palette = dict[str, Any]
+
+
+def palette(order: list[str]) -> Palette:
+    """One stable colour per architecture, shared by every figure."""
+    return dict(zip(order, sns.color_palette("tab10", max(len(order), 1))))
+
+
+def png_uri(fig: plt.Figure) -> str:
+    """Render and close ``fig``; no metadata, so the file carries no URL or version string."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", bbox_inches="tight", metadata={"Software": None})
+    plt.close(fig)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def fold_scores(per_image: pd.DataFrame) -> pd.DataFrame:
+    """Mean TGS score per (arch, fold, seed): the numbers behind the fold mean +- std."""
+    return per_image.groupby(["arch", "fold", "seed"], as_index=False)["score"].mean()
+
+
+def fold_plot(per_image: pd.DataFrame, order: list[str], colours: Palette) -> str:
+    data = fold_scores(per_image)
+    with plt.rc_context(_RC):
+        fig, ax = plt.subplots(figsize=(max(4.5, 1.3 * len(order) + 1.5), 3.6))
+        boxes = ax.boxplot([data.loc[data["arch"] == a, "score"].to_numpy() for a in order], positions=range(len(order)),
+                           widths=0.5, showfliers=False, patch_artist=True, medianprops={"color": "black"})
+        for patch, arch in zip(boxes["boxes"], order):
+            patch.set(facecolor=colours[arch], alpha=0.35)
+        sns.stripplot(data=data, x="arch", y="score", hue="arch", order=order, hue_order=order, palette=colours,
+                      ax=ax, size=7, jitter=0.08, edgecolor="black", linewidth=0.6, legend=False)
+        ax.set_xticks(range(len(order)), order)
+        ax.set(xlabel="", ylabel="TGS score of the fold (OOF, TTA)", title="Score per fold (one point per fold and seed)")
+        return png_uri(fig)
+
+
+def curves_plot(history: pd.DataFrame, order: list[str], colours: Palette, switch_epoch: int | None = None) -> str:
+    """Train loss and validation TGS per epoch: mean over folds/seeds with a +-1 sd band; a dotted line
+    marks a staged loss switch (the train loss jumps there because the loss itself changes)."""
+    data = history.assign(epoch=history["epoch"] + 1)
+    with plt.rc_context(_RC):
+        fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+        for ax, column, label in ((axes[0], "train_loss", "train loss"), (axes[1], "val_score", "validation TGS (thr 0.5, no TTA)")):
+            sns.lineplot(data=data, x="epoch", y=column, hue="arch", hue_order=order, palette=colours,
+                         errorbar="sd", marker="o", markersize=4, ax=ax, legend=ax is axes[1])
+            ax.set(ylabel=label, title=label)
+            epochs = np.unique(data["epoch"])
+            if len(epochs) <= 12:
+                ax.set_xticks(epochs)
+            else:
+                ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            if switch_epoch is not None and 0 < switch_epoch < data["epoch"].max():
+                ax.axvline(switch_epoch + 0.5, color="grey", linestyle=":", linewidth=1)
+                ax.annotate("loss switch", (switch_epoch + 0.5, 1.0), xycoords=("data", "axes fraction"),
+                            xytext=(3, -12), textcoords="offset points", fontsize=8, color="grey")
+        if axes[1].get_legend() is not None:
+            sns.move_legend(axes[1], "upper left", bbox_to_anchor=(1.02, 1), title="architecture", frameon=False)
+        fig.tight_layout()
+        return png_uri(fig)
+
+
+def coverage_heatmap(board: pd.DataFrame, counts: pd.Series) -> str:
+    """Architectures x coverage classes (0 = empty mask), with the number of images per class."""
+    columns = [f"cov_{c}" for c in range(N_CLASSES)]
+    table = board.set_index("arch")[columns].astype(float)
+    table.columns = [f"{c}\n{'empty' if c == 0 else f'≤{c * 10}%'}\nn={int(counts.get(c, 0))}" for c in range(N_CLASSES)]
+    with plt.rc_context(_RC):
+        fig, ax = plt.subplots(figsize=(11, 0.55 * len(table) + 1.6))
+        sns.heatmap(table, annot=True, fmt=".2f", vmin=0, vmax=1, cmap="viridis", linewidths=0.5,
+                    cbar_kws={"label": "mean TGS score"}, ax=ax, annot_kws={"size": 9})
+        ax.set(xlabel="coverage class (salt fraction of the image)", ylabel="", title="Score per coverage class")
+        ax.tick_params(axis="y", rotation=0)
+        ax.tick_params(axis="x", rotation=0, labelsize=8)
+        return png_uri(fig)
+
+
+def _front(x: np.ndarray, y: np.ndarray, higher_x_better: bool) -> np.ndarray:
+    """Indices of the Pareto-optimal points (best y for the x cost), sorted by x."""
+    order = np.argsort(-x if higher_x_better else x, kind="stable")
+    keep, best = [], -np.inf
+    for i in order:
+        if y[i] > best:
+            keep.append(i)
+            best = y[i]
+    return np.array(keep, dtype=int)
+
+
+def pareto_plot(board: pd.DataFrame, colours: Palette, baseline: float | None) -> str:
+    """Score vs size and score vs inference speed; the dashed line joins the Pareto-optimal architectures."""
+    panels = (("params", 1e-6, "parameters (millions, log)", False), ("infer_images_per_s", 1.0, "inference images/s (log)", True))
+    with plt.rc_context(_RC):
+        fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+        for ax, (column, scale, label, higher_better) in zip(axes, panels):
+            sub = board[["arch", column, "score"]].dropna()
+            x, y = sub[column].to_numpy(float) * scale, sub["score"].to_numpy(float)
+            for k, (arch, xi, yi) in enumerate(zip(sub["arch"], x, y)):
+                ax.scatter([xi], [yi], s=70, color=colours.get(arch), edgecolor="black", linewidth=0.6, zorder=3)
+                ax.annotate(arch, (xi, yi), textcoords="offset points", xytext=(6, 6 if k % 2 == 0 else -13), fontsize=9)
+            front = _front(x, y, higher_better)
+            if len(front) > 1:
+                ax.plot(x[front], y[front], "--", color="grey", linewidth=1, zorder=2, label="Pareto front")
+            if baseline is not None:
+                ax.axhline(baseline, color="firebrick", linestyle=":", linewidth=1, label="all-empty baseline")
+            if len(x) and np.all(x > 0):
+                ax.set_xscale("log")
+                ax.xaxis.set_major_formatter(_PLAIN)
+                ax.xaxis.set_minor_formatter(_PLAIN_MINOR)
+            ax.set(xlabel=label, ylabel="pooled OOF TGS score", title=f"score vs {label.split(' (')[0]}")
+            ax.margins(x=0.25, y=0.15)
+            if ax.get_legend_handles_labels()[0]:
+                ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, fontsize=8, frameon=False)
+        fig.tight_layout()
+        return png_uri(fig)

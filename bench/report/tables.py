@@ -1,0 +1,121 @@
+"""HTML tables from pandas Styler: fixed number formats, "n/a" for missing values, every string
+HTML-escaped, and the best value of each comparable column highlighted."""
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+from pandas.io.formats.style import Styler
+
+TEXT = {"arch", "encoder", "vs", "verdict"}  # left-aligned; everything else is a number
+BEST = "background-color: #d8f0dc; font-weight: 600"
+NA = "n/a"
+
+# leaderboard.csv column -> (header, format, best is "max" | "min" | None)
+LEADERBOARD: dict[str, tuple[str, str | Callable[[Any], str], str | None]] = {
+    "rank": ("rank", "{:d}", None),
+    "arch": ("architecture", "{}", None),
+    "encoder": ("encoder", "{}", None),
+    "params": ("params (M)", lambda v: f"{v / 1e6:.2f}", "min"),
+    "gmacs": ("GMACs", "{:.2f}", "min"),
+    "train_images_per_s": ("train img/s", "{:.0f}", "max"),
+    "infer_images_per_s": ("infer img/s", "{:.0f}", "max"),
+    "peak_mem_mb": ("peak mem (MB)", "{:.0f}", "min"),
+    "threshold": ("threshold", "{:.2f}", None),
+    "score": ("TGS (flip TTA)", "{:.4f}", "max"),
+    "score_no_tta": ("TGS (no TTA)", "{:.4f}", "max"),
+    "fold": ("fold mean ± std", "{}", "max"),
+    "iou": ("IoU", "{:.4f}", "max"),
+    "dice": ("Dice", "{:.4f}", "max"),
+    "empty_acc": ("empty-image acc.", "{:.3f}", "max"),
+    "epochs_to_best": ("epochs to best", "{:.1f}", None),
+    "folds_done": ("folds done", "{:.0f}", None),
+    "diverged": ("diverged", "{:.0f}", None),
+}
+
+
+def _highlight(values: pd.Series, how: str) -> list[str]:
+    """CSS per row: the best value (max or min, NaN ignored) marked; nothing with fewer than two rows."""
+    numbers = pd.to_numeric(values, errors="coerce").to_numpy(dtype=float)
+    if len(numbers) < 2 or np.isnan(numbers).all():
+        return [""] * len(numbers)
+    target = np.nanmax(numbers) if how == "max" else np.nanmin(numbers)
+    return [BEST if v == target else "" for v in numbers]
+
+
+def _styled(frame: pd.DataFrame, spec: dict[str, tuple[str, Any, str | None]], uuid: str,
+            rank_by: dict[str, str] | None = None) -> str:
+    """Render ``frame[spec keys]`` with the headers, formats and highlights of ``spec``; ``rank_by`` maps a
+    display column to the numeric column that decides its highlight (e.g. "mean ± std" by the mean)."""
+    columns = [c for c in spec if c in frame.columns]
+    frame = frame.reset_index(drop=True)
+    styler: Styler = frame[columns].style.set_uuid(uuid).hide(axis="index")
+    for column in columns:
+        _, fmt, how = spec[column]
+        styler = styler.format(fmt, subset=[column], na_rep=NA, escape="html")
+        if how:
+            css = _highlight(frame[(rank_by or {}).get(column, column)], how)
+            styler = styler.apply(lambda _, css=css: css, subset=[column], axis=0)
+        if column in TEXT:
+            styler = styler.set_table_styles({column: [{"selector": "th", "props": "text-align: left"},
+                                                       {"selector": "td", "props": "text-align: left"}]}, overwrite=False)
+    styler = styler.relabel_index([spec[c][0] for c in columns], axis=1)
+    return styler.set_table_attributes('class="data"').to_html()
+
+
+def _mean_std(mean: float, std: float) -> str:
+    return NA if math.isnan(mean) else f"{mean:.4f} ± {NA if math.isnan(std) else f'{std:.4f}'}"
+
+
+def leaderboard(board: pd.DataFrame) -> str:
+    frame = board.copy()
+    for column in ("rank", "folds_done", "diverged"):
+        if column in frame:
+            frame[column] = frame[column].astype(int)
+    frame["fold"] = [_mean_std(m, s) for m, s in zip(frame["fold_mean"], frame["fold_std"])]
+    return _styled(frame, LEADERBOARD, "leaderboard", rank_by={"fold": "fold_mean"})
+
+
+def confusion(board: pd.DataFrame) -> str:
+    """Empty-image confusion: does the model say "no salt" exactly when there is none?"""
+    spec = {
+        "arch": ("architecture", "{}", None),
+        "empty_tp": ("empty → predicted empty", "{:.0f}", "max"),
+        "empty_fn": ("empty → predicted salt", "{:.0f}", "min"),
+        "empty_fp": ("salt → predicted empty", "{:.0f}", "min"),
+        "empty_tn": ("salt → predicted salt", "{:.0f}", "max"),
+        "empty_acc": ("empty-image acc.", "{:.3f}", "max"),
+    }
+    return _styled(board, spec, "confusion")
+
+
+def _p(value: float) -> str:
+    if value is None or math.isnan(value):
+        return NA
+    return "<0.0001" if value < 1e-4 else f"{value:.4f}"
+
+
+def _signed(value: float) -> str:
+    return NA if math.isnan(value) else f"{value:+.4f}"
+
+
+def significance(table: pd.DataFrame) -> str:
+    frame = table.copy()
+    frame["ci"] = [NA if math.isnan(lo) else f"[{lo:+.4f}, {hi:+.4f}]" for lo, hi in zip(frame["ci_lo"], frame["ci_hi"])]
+    spec = {
+        "arch": ("architecture", "{}", None),
+        "vs": ("vs best", "{}", None),
+        "n_images": ("paired images", "{:d}", None),
+        "diff": ("mean difference", _signed, None),
+        "ci": ("95% bootstrap CI", "{}", None),
+        "wilcoxon_p": ("Wilcoxon p", _p, None),
+        "wilcoxon_holm": ("Wilcoxon p (Holm)", _p, None),
+        "n_folds": ("paired folds", "{:d}", None),
+        "nb_t": ("NB t", lambda v: NA if math.isnan(v) else f"{v:+.2f}", None),
+        "nb_p": ("NB p", _p, None),
+        "nb_holm": ("NB p (Holm)", _p, None),
+        "verdict": ("verdict", "{}", None),
+    }
+    return _styled(frame, spec, "significance")
