@@ -24,6 +24,11 @@ At 128 px inputs the 1/32 map is 4x4: the first 5x5 max-pool of RefineNet-4's CR
 at least 3x3 of it and every later pool in the chain sees all of it, so that CRP is global
 pooling. That is what the architecture does on small images: faithful, not a bug.
 
+Batch norm: none in the decoder, as in the paper, whose decoder refines pretrained ResNet features.
+``decoder_norm=True`` puts one after every decoder conv (as every smp decoder has); trained from
+scratch, the norm-free decoder often never leaves the all-empty prediction, so the benchmark configs
+switch it on and say so.
+
 Light variant (``variant="light"``, Nekrasov et al.): no RCUs at all, and every 3x3 conv of the
 decoder (adaptation, fusion, CRP) becomes 1x1; the 3x3 classifier stays. Same widths and CRP.
 """
@@ -40,18 +45,20 @@ LEVELS = ("refinenet4", "refinenet3", "refinenet2", "refinenet1")
 """Block names, deepest first; they consume encoder stages 5, 4, 3, 2 (strides 32, 16, 8, 4)."""
 
 
-def _conv(in_channels: int, out_channels: int, kernel: int, bias: bool = False) -> nn.Conv2d:
-    """A stride-1 'same' conv; the paper's decoder has no batch norm, so there is none here either."""
-    return nn.Conv2d(in_channels, out_channels, kernel, padding=kernel // 2, bias=bias)
+def _conv(in_channels: int, out_channels: int, kernel: int, bias: bool = False, norm: bool = False) -> nn.Module:
+    """A stride-1 'same' conv. The paper's decoder has no batch norm (it fine-tunes pretrained features);
+    ``norm=True`` appends one, which a decoder trained from scratch needs to start learning at all."""
+    conv = nn.Conv2d(in_channels, out_channels, kernel, padding=kernel // 2, bias=bias and not norm)
+    return nn.Sequential(conv, nn.BatchNorm2d(out_channels)) if norm else conv
 
 
 class ResidualConvUnit(nn.Module):
     """ReLU-conv3x3-ReLU-conv3x3 plus identity: a ResNet unit without batch norm, to fine-tune encoder features."""
 
-    def __init__(self, width: int) -> None:
+    def __init__(self, width: int, norm: bool = False) -> None:
         super().__init__()
-        self.conv1 = _conv(width, width, 3, bias=True)
-        self.conv2 = _conv(width, width, 3, bias=True)
+        self.conv1 = _conv(width, width, 3, bias=True, norm=norm)
+        self.conv2 = _conv(width, width, 3, bias=True, norm=norm)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.conv2(F.relu(self.conv1(F.relu(x))))
@@ -63,10 +70,11 @@ class ChainedResidualPooling(nn.Module):
     Each stage pools the previous stage's output, so the sum mixes context from ever larger windows.
     """
 
-    def __init__(self, width: int, blocks: int, kernel: int) -> None:
+    def __init__(self, width: int, blocks: int, kernel: int, norm: bool = False) -> None:
         super().__init__()
         self.stages = nn.ModuleList(
-            nn.Sequential(nn.MaxPool2d(5, stride=1, padding=2), _conv(width, width, kernel)) for _ in range(blocks)
+            nn.Sequential(nn.MaxPool2d(5, stride=1, padding=2), _conv(width, width, kernel, norm=norm))
+            for _ in range(blocks)
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -84,13 +92,15 @@ class RefineNetBlock(nn.Module):
     The block's width is the smallest input width, as the paper's fusion prescribes.
     """
 
-    def __init__(self, in_widths: Sequence[int], *, kernel: int, rcus: int, crp_blocks: int, output_rcus: int) -> None:
+    def __init__(self, in_widths: Sequence[int], *, kernel: int, rcus: int, crp_blocks: int, output_rcus: int,
+                 norm: bool = False) -> None:
         super().__init__()
         self.width = min(in_widths)
-        self.rcus = nn.ModuleList(nn.Sequential(*(ResidualConvUnit(w) for _ in range(rcus))) for w in in_widths)
-        self.fuse = nn.ModuleList(_conv(w, self.width, kernel) for w in in_widths) if len(in_widths) > 1 else None
-        self.crp = ChainedResidualPooling(self.width, crp_blocks, kernel)
-        self.out = nn.Sequential(*(ResidualConvUnit(self.width) for _ in range(output_rcus)))
+        self.rcus = nn.ModuleList(nn.Sequential(*(ResidualConvUnit(w, norm) for _ in range(rcus))) for w in in_widths)
+        self.fuse = (nn.ModuleList(_conv(w, self.width, kernel, norm=norm) for w in in_widths)
+                     if len(in_widths) > 1 else None)
+        self.crp = ChainedResidualPooling(self.width, crp_blocks, kernel, norm)
+        self.out = nn.Sequential(*(ResidualConvUnit(self.width, norm) for _ in range(output_rcus)))
 
     def forward(self, *paths: torch.Tensor) -> torch.Tensor:
         paths = tuple(rcu(p) for rcu, p in zip(self.rcus, paths, strict=True))
@@ -120,6 +130,7 @@ class RefineNet(nn.Module):
         variant: Literal["full", "light"] = "full",
         decoder_channels: Sequence[int] = (512, 256, 256, 256),
         crp_blocks: int = 4,
+        decoder_norm: bool = False,
     ) -> None:
         super().__init__()
         if variant not in ("full", "light"):
@@ -132,19 +143,21 @@ class RefineNet(nn.Module):
         self.encoder = get_encoder(encoder_name, in_channels=in_channels, depth=5, weights=encoder_weights)
         stage_channels = self.encoder.out_channels[2:][::-1]
         self.adapt = nn.ModuleDict(
-            {level: _conv(c, w, kernel) for level, c, w in zip(LEVELS, stage_channels, decoder_channels, strict=True)}
+            {level: _conv(c, w, kernel, norm=decoder_norm)
+             for level, c, w in zip(LEVELS, stage_channels, decoder_channels, strict=True)}
         )
         self.blocks = nn.ModuleDict()
         previous: int | None = None
         for level, width in zip(LEVELS, decoder_channels):
             in_widths = (width,) if previous is None else (width, previous)
             block = RefineNetBlock(
-                in_widths, kernel=kernel, rcus=0 if light else 2, crp_blocks=crp_blocks, output_rcus=0 if light else 1
+                in_widths, kernel=kernel, rcus=0 if light else 2, crp_blocks=crp_blocks, output_rcus=0 if light else 1,
+                norm=decoder_norm,
             )
             self.blocks[level] = block
             previous = block.width
         self.head = nn.Sequential(
-            *(ResidualConvUnit(previous) for _ in range(0 if light else 2)),
+            *(ResidualConvUnit(previous, decoder_norm) for _ in range(0 if light else 2)),
             nn.Conv2d(previous, classes, 3, padding=1, bias=True),
         )
 

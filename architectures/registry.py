@@ -79,7 +79,9 @@ ARCHITECTURES: dict[str, Entry] = {
     "pspnet": Entry(
         _pspnet, {"encoder_depth": 5, "encoder_output_stride": 8, "psp_out_channels": 512, "psp_dropout": 0.2}
     ),
-    "refinenet": Entry(RefineNet, {"variant": "full", "decoder_channels": (512, 256, 256, 256), "crp_blocks": 4}),
+    "refinenet": Entry(
+        RefineNet, {"variant": "full", "decoder_channels": (512, 256, 256, 256), "crp_blocks": 4, "decoder_norm": False}
+    ),
     "deeplabv3": Entry(
         smp.DeepLabV3,
         {"encoder_output_stride": 8, "decoder_atrous_rates": (3, 6, 9), "decoder_channels": 256, "decoder_aspp_dropout": 0.5},

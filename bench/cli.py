@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Callable
 
 from bench.errors import BenchError
 
@@ -44,6 +45,19 @@ def _cmd_data_folds(args: argparse.Namespace) -> None:
     folds.export_imagesets(data.ids, assignment, out / "ImageSets")
     print(folds.format_folds(data.masks, assignment))
     print(f"wrote {out / 'splits.json'} and {out / 'ImageSets'}")
+
+
+def _positive_float(allow_zero: bool) -> Callable[[str], float]:
+    """An argparse type for resource amounts: a number > 0 (or >= 0), rejected at parse time, not by Ray."""
+    def parse(value: str) -> float:
+        try:
+            x = float(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {value!r}") from None
+        if not 0 <= x < float("inf") or (x == 0 and not allow_zero):
+            raise argparse.ArgumentTypeError(f"expected a number {'>=' if allow_zero else '>'} 0, got {value!r}")
+        return x
+    return parse
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
@@ -105,6 +119,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--archs", type=_csv, default=None, help="subset of architectures, e.g. unet,refinenet")
     p.add_argument("--folds", type=_ints, default=None, help="subset of folds, e.g. 0,1")
     p.add_argument("--no-report", action="store_true", help="do not write the HTML report at the end")
+    p.add_argument("--executor", choices=["local", "ray"], default="local",
+                   help="local: cells one after another here; ray: one Ray task per cell (pip install 'salt-bench[ray]')")
+    p.add_argument("--ray-address", default=None, metavar="auto|HOST:PORT",
+                   help="join a running Ray cluster (default: start a private one on 127.0.0.1); the run "
+                        "directory must be on a filesystem every node sees")
+    p.add_argument("--gpus-per-cell", type=_positive_float(allow_zero=True), default=None,
+                   help="GPUs each Ray task asks for; fractions share a GPU (default: 1 if the cluster has GPUs, else 0)")
+    p.add_argument("--cpus-per-cell", type=_positive_float(allow_zero=False), default=1.0,
+                   help="CPUs each Ray task asks for (default: 1)")
     p.set_defaults(func=_cmd_run)
 
     p = sub.add_parser("tune", help="tune one architecture (or all, with equal budgets) with Optuna")
@@ -132,9 +155,11 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_mutually_exclusive_group()
     g.add_argument("--arch")
     g.add_argument("--ensemble", type=_csv)
-    p.add_argument("--out", default=None)
+    p.add_argument("--out", default=None, help="submission CSV (default: RUN_DIR/submission.csv)")
     p.add_argument("--tta", choices=["none", "flip"], default="flip")
-    p.add_argument("--evaluate-oof", action="store_true")
+    p.add_argument("--evaluate-oof", action="store_true",
+                   help="score the choice on pooled out-of-fold predictions and record it in RUN_DIR/ensembles.csv "
+                        "and postprocess.json (no test prediction)")
     p.set_defaults(func=_cmd_predict)
     return parser
 

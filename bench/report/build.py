@@ -96,6 +96,9 @@ def context(run: RunData) -> dict[str, Any]:
         "n_folds": int(run.per_image["fold"].nunique()),
         "figures": _figures(run, order),
         "gallery": gallery.gallery_rows(run.gallery, run.board, run.per_image) if run.gallery else [],
+        "ensembles": Markup(tables.ensembles(pd.read_csv(run.run_dir / "ensembles.csv", keep_default_na=False,
+                                                             na_values={"empty_max_prob": [""]})))
+        if (run.run_dir / "ensembles.csv").is_file() else None,
         "diverged": run.cells[run.cells["status"] != "ok"][["arch", "fold", "seed", "stop_reason"]].to_dict("records"),
     })
     return ctx

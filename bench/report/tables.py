@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 from pandas.io.formats.style import Styler
 
-TEXT = {"arch", "encoder", "vs", "verdict"}  # left-aligned; everything else is a number
+TEXT = {"arch", "encoder", "vs", "verdict", "members", "tta"}  # left-aligned; everything else is a number
 BEST = "background-color: #d8f0dc; font-weight: 600"
 NA = "n/a"
 
@@ -119,3 +119,20 @@ def significance(table: pd.DataFrame) -> str:
         "verdict": ("verdict", "{}", None),
     }
     return _styled(frame, spec, "significance")
+
+
+def ensembles(frame: pd.DataFrame) -> str:
+    """``salt-bench predict --evaluate-oof`` results: single models and ensembles, before/after post-processing."""
+    frame = frame.copy()
+    frame["members"] = frame["members"].astype(str)
+    spec = {
+        "members": ("members", "{}", None),
+        "tta": ("TTA", "{}", None),
+        "threshold": ("threshold", "{:.2f}", None),
+        "min_area": ("min area (px)", "{:.0f}", None),
+        "empty_max_prob": ("empty if max prob ≤", "{:.2f}", None),
+        "score_raw": ("OOF TGS", "{:.4f}", "max"),
+        "score_post": ("OOF TGS, post-processed", "{:.4f}", "max"),
+        "n_images": ("images", "{:.0f}", None),
+    }
+    return _styled(frame, spec, "ensembles")

@@ -1,0 +1,184 @@
+"""Where the cells of a grid run: one after another in this process (``local``) or as Ray tasks (``ray``).
+
+Both executors only schedule. ``train_cell`` writes each cell's artefacts atomically into the run
+directory, ``metrics.json`` last, so a cell is done exactly when that file exists, whoever trained it.
+Ray workers therefore read their inputs from the run directory (``config.yaml``'s dict travels with the
+task, the data and folds come from ``data.npz``) and write the cell there themselves: the run directory
+must be on a filesystem every node sees at the same path (NFS, a cluster mount). The driver moves no
+tensors and no checkpoints, so resume, a killed cell restarting from its last finished epoch and a
+partial failure behave exactly as with the local executor.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+from bench.config import Config
+from bench.errors import BenchError
+from bench.train import Cell
+
+CellFn = Callable[[Cell], dict[str, Any]]
+
+EXECUTORS = ("local", "ray")
+MAX_RETRIES = 3  # a worker (or node) that dies mid-cell: the cell is rerun from its last checkpoint
+
+
+def cell_line(m: dict[str, Any]) -> str:
+    """One line per finished cell, the same whichever executor trained it."""
+    return (f"done {m['arch']:<14} fold {m['fold']} seed {m['seed']}: best val {m['best_val_score']:.4f} "
+            f"at epoch {m['best_epoch']} ({m['stop_reason']}), {m['train_images_per_s']:.0f} img/s, {m['wall_s']:.0f} s")
+
+
+def execute_local(cells: list[Cell], fn: CellFn, progress: bool = True) -> None:
+    """Train the cells one after another in this process; ``fn`` trains one and returns its metrics."""
+    from tqdm.auto import tqdm
+
+    for cell in tqdm(cells, desc="cells", unit="cell", disable=not progress):
+        tqdm.write(cell_line(fn(cell)))
+
+
+def _ray_cell(cfg_dict: dict[str, Any], run_dir: str, arch: str, fold: int, seed: int) -> dict[str, Any]:
+    """Body of one Ray task: rebuild the config, load the run's data on this worker's device, train the cell.
+
+    A cell already finished (its task retried after the worker died between writing ``metrics.json``
+    and returning) is not trained again.
+    """
+    import ray
+    import torch
+
+    from bench import config as bconfig
+    from bench import io as bio
+    from bench import results
+    from bench.runner import pick_device
+    from bench.train import DeviceData, train_cell
+
+    cfg = bconfig.from_dict(cfg_dict, source="the config sent by the Ray driver")
+    cell = Cell(arch, fold, seed)
+    if cell.is_done(Path(run_dir)):
+        return bio.read_json(cell.dir(Path(run_dir)) / "metrics.json")
+    if cfg.runtime.threads:
+        torch.set_num_threads(cfg.runtime.threads)
+    if cfg.runtime.device == "auto" and not ray.get_gpu_ids():  # Ray leaves every GPU visible to such a task
+        cfg = dataclasses.replace(cfg, runtime=dataclasses.replace(cfg.runtime, device="cpu"))
+    device = pick_device(cfg)
+    saved = results.load_data(Path(run_dir))
+    data = DeviceData.from_arrays([str(i) for i in saved["ids"]], saved["images"], saved["masks"], device)
+    return train_cell(cfg, cell, data, saved["folds"].astype("int64"), cell.dir(Path(run_dir)), progress=False)
+
+
+def _import_ray(local: bool) -> Any:
+    """Ray, imported on first use because it is an optional extra.
+
+    A local Ray started here is a one-machine cluster: with multi-node mode off Ray takes 127.0.0.1 as
+    the node address and binds its servers there, not on the machine's network interfaces. That switch
+    is read when ray is imported, so it is set before the import.
+    """
+    if local and "ray" not in sys.modules:
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    try:
+        import ray
+    except ImportError:
+        raise BenchError("--executor ray needs Ray: pip install 'salt-bench[ray]'") from None
+    return ray
+
+
+def _check_cuda(cfg: Config, gpus_per_cell: float | None) -> None:
+    """A cell that asked Ray for no GPU must not use one (Ray would not account for it), so cuda cannot work."""
+    if cfg.runtime.device == "cuda" and gpus_per_cell == 0:
+        raise BenchError("runtime.device is cuda but --gpus-per-cell is 0 (or the cluster has no GPU): "
+                         "Ray would give the cells no GPU")
+
+
+def _check_resources(ray: Any, gpus_per_cell: float, cpus_per_cell: float) -> None:
+    """A request no node can ever satisfy would wait forever: say so instead."""
+    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+    if not any(n.get("CPU", 0) >= cpus_per_cell and n.get("GPU", 0) >= gpus_per_cell for n in nodes):
+        have = ", ".join(f"{n.get('CPU', 0):g} CPU/{n.get('GPU', 0):g} GPU" for n in nodes) or "no live node"
+        raise BenchError(f"--gpus-per-cell {gpus_per_cell:g} --cpus-per-cell {cpus_per_cell:g}: no node of the "
+                         f"Ray cluster has that much ({have})")
+
+
+def execute_ray(
+    cells: list[Cell],
+    cfg: Config,
+    run_dir: Path,
+    *,
+    address: str | None = None,
+    gpus_per_cell: float | None = None,
+    cpus_per_cell: float = 1.0,
+    num_cpus: int | None = None,
+    max_retries: int = MAX_RETRIES,
+    progress: bool = True,
+) -> None:
+    """Run each cell as a Ray task with its resource request; workers write into the shared ``run_dir``.
+
+    ``address`` None starts a private local Ray on 127.0.0.1 with ``num_cpus`` CPUs (all by default) and
+    stops it at the end; ``auto`` or ``HOST:PORT`` joins a running cluster. ``gpus_per_cell`` None means
+    one GPU per cell when the cluster has GPUs and ``runtime.device`` is not ``cpu``, else none; fractions
+    pack several cells on one GPU. Cells that fail are reported together after the others have finished,
+    and are kept pending, so running again retrains only them. Ctrl-C cancels the outstanding tasks;
+    finished cells stay.
+    """
+    from tqdm.auto import tqdm
+
+    _check_cuda(cfg, gpus_per_cell)
+    ray = _import_ray(local=address is None)
+    started = False
+    if not ray.is_initialized():
+        if address is None:
+            ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+        else:
+            try:
+                ray.init(address=address, log_to_driver=False)
+            except ConnectionError as exc:
+                raise BenchError(f"--ray-address {address}: {str(exc).splitlines()[0]}") from None
+        started = True
+    try:
+        resources = ray.cluster_resources()
+        if gpus_per_cell is None:
+            gpus_per_cell = 1.0 if resources.get("GPU", 0) > 0 and cfg.runtime.device != "cpu" else 0.0
+        _check_cuda(cfg, gpus_per_cell)
+        _check_resources(ray, gpus_per_cell, cpus_per_cell)
+        print(f"ray: {'started a local cluster' if address is None else 'joined ' + address} "
+              f"({resources.get('CPU', 0):g} CPU, {resources.get('GPU', 0):g} GPU, node {ray.util.get_node_ip_address()}); "
+              f"each cell asks {cpus_per_cell:g} CPU, {gpus_per_cell:g} GPU")
+        task = ray.remote(_ray_cell).options(num_cpus=cpus_per_cell, num_gpus=gpus_per_cell, max_retries=max_retries,
+                                             name="salt-bench-cell")
+        cfg_dict, where = cfg.to_dict(), str(Path(run_dir).resolve())
+        pending = {task.remote(cfg_dict, where, c.arch, c.fold, c.seed): c for c in cells}
+        failed: list[str] = []
+        bar = tqdm(total=len(cells), desc="cells", unit="cell", disable=not progress)
+        try:
+            while pending:
+                ready, _ = ray.wait(list(pending), num_returns=1)
+                cell = pending.pop(ready[0])
+                try:
+                    tqdm.write(cell_line(ray.get(ready[0])))
+                except ray.exceptions.RayError as exc:
+                    reason = _cause(exc)
+                    failed.append(f"{cell.arch} {cell.name}: {reason}")
+                    tqdm.write(f"failed {cell.arch:<14} fold {cell.fold} seed {cell.seed}: {reason}")
+                bar.update()
+        except KeyboardInterrupt:
+            for ref in pending:
+                ray.cancel(ref, force=True)
+            raise
+        finally:
+            bar.close()
+        if failed:
+            raise BenchError(f"{len(failed)} of {len(cells)} cells failed (the others are kept; run again to retry "
+                             f"them): {'; '.join(failed)}")
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def _cause(exc: BaseException) -> str:
+    """The one-line reason of a failed task: the worker's own exception when there is one."""
+    cause = getattr(exc, "cause", None)
+    err = cause if isinstance(cause, BaseException) else exc
+    first = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {first[0] if first else ''}"
