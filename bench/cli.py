@@ -136,12 +136,15 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--arch")
     g.add_argument("--all", action="store_true")
     p.add_argument("--space", default="configs/tune/default.yaml")
-    p.add_argument("--n-trials", type=int, default=None)
-    p.add_argument("--timeout", type=float, default=None)
-    p.add_argument("--storage", default=None, help="Optuna storage URL (default: SQLite under the study dir)")
-    p.add_argument("--study", default=None, help="study name (default: tune-<arch>)")
+    p.add_argument("--n-trials", type=int, default=None,
+                   help="trials to add in this invocation; re-running the same command resumes the study")
+    p.add_argument("--timeout", type=float, default=None, help="seconds per architecture")
+    p.add_argument("--storage", default=None,
+                   help="Optuna storage URL (default sqlite:///OUT/tuning/<study>.db; postgresql://..., journal:///file.log)")
+    p.add_argument("--study", default=None, help="study name (default tune-<arch>; with --all, <study>-<arch>)")
     p.add_argument("--folds", type=_ints, default=[0])
-    p.add_argument("--out", default=None, help="study directory (default: runs/<study>)")
+    p.add_argument("--out", default=None, help="run directory (default: runs/<config name>); studies, trials and "
+                                                "<study>.best.yaml go to OUT/tuning/")
     p.set_defaults(func=_cmd_tune)
 
     p = sub.add_parser("report", help="write the self-contained HTML leaderboard of a run directory")

@@ -15,7 +15,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], *, binar
     """Call ``write(fh)`` on a temporary file beside ``path`` and rename it into place."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8", "newline": ""})) as fh:
             write(fh)
@@ -45,6 +45,32 @@ def write_npz(path: str | os.PathLike, **arrays: np.ndarray) -> Path:
     buf = io.BytesIO()
     np.savez_compressed(buf, **arrays)
     return write_bytes(path, buf.getvalue())
+
+
+def remove_stale_temps(root: str | os.PathLike) -> list[Path]:
+    """Delete temporary files left under ``root`` by writers that were killed (their PID is gone).
+
+    Files of live writers (another worker on the same run directory) are left alone.
+    """
+    removed = []
+    for tmp in Path(root).rglob(".*.tmp"):
+        parts = tmp.name.rsplit(".", 3)
+        pid = int(parts[1]) if len(parts) == 4 and parts[1].isdigit() else None
+        if pid is not None and _alive(pid):
+            continue
+        tmp.unlink(missing_ok=True)
+        removed.append(tmp)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def read_json(path: str | os.PathLike) -> Any:

@@ -70,8 +70,7 @@ def environment(device: torch.device) -> dict[str, Any]:
 def prepare(cfg: Config, run_dir: Path) -> None:
     """Write config.yaml and protocol.json, refusing a run directory made under another protocol."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    for stale in run_dir.rglob(".*.tmp"):  # left by a killed writer; the real file is intact or absent
-        stale.unlink()
+    bio.remove_stale_temps(run_dir)  # left by killed writers; their real files are intact or absent
     phash = protocol_hash(cfg)
     proto_path = run_dir / "protocol.json"
     if proto_path.is_file():
