@@ -141,7 +141,7 @@ class Config:
         if bad:
             raise BenchError(f"{source}: architectures.{arch}.train.{bad[0]}: not a per-architecture setting "
                              f"(allowed: {', '.join(ARCH_TRAIN_KEYS)})")
-        merged = _deep_merge(dataclasses.asdict(self.protocol), train)
+        merged = deep_merge(dataclasses.asdict(self.protocol), train)
         return dataclasses.replace(self, protocol=_build(ProtocolConfig, merged, f"architectures.{arch}.train", source))
 
     def to_dict(self) -> dict[str, Any]:
@@ -162,17 +162,17 @@ def protocol_hash(cfg: Config) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
-def _deep_merge(base: dict, update: dict) -> dict:
+def deep_merge(base: dict, update: dict) -> dict:
     out = dict(base)
     for key, value in update.items():
         if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _deep_merge(out[key], value)
+            out[key] = deep_merge(out[key], value)
         else:
             out[key] = value
     return out
 
 
-def _read_yaml(path: Path) -> dict:
+def read_yaml(path: Path) -> dict:
     try:
         text = path.read_text()
     except OSError as exc:
@@ -327,7 +327,7 @@ def load(paths: list[str | Path] | None = None, overrides: list[str] | None = No
     sources = []
     for path in paths or []:
         path = Path(path)
-        tree = _deep_merge(tree, _read_yaml(path))
+        tree = deep_merge(tree, read_yaml(path))
         sources.append(str(path))
     for text in overrides or []:
         keys, value = parse_override(text)

@@ -163,8 +163,9 @@ def execute_ray(
                     tqdm.write(f"failed {cell.arch:<14} fold {cell.fold} seed {cell.seed}: {reason}")
                 bar.update()
         except KeyboardInterrupt:
-            for ref in pending:
-                ray.cancel(ref, force=True)
+            if not started:  # a cluster we joined keeps running: stop our tasks there; our own one shuts down below
+                for ref in pending:
+                    ray.cancel(ref, force=True)
             raise
         finally:
             bar.close()

@@ -11,6 +11,15 @@ from typing import Any, Callable
 import numpy as np
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _current_umask()
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], *, binary: bool = True) -> Path:
     """Call ``write(fh)`` on a temporary file beside ``path`` and rename it into place."""
     path = Path(path)
@@ -21,6 +30,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], *, binar
             write(fh)
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; the real file gets the usual permissions
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -105,7 +105,7 @@ def nest(params: dict[str, Any]) -> dict[str, Any]:
 
 def arch_section(cfg: Config, arch: str, params: dict[str, Any]) -> dict[str, Any]:
     """The config's ``architectures.<arch>`` section with the trial's parameters laid over it."""
-    return bconfig._deep_merge(copy.deepcopy(cfg.architectures.get(arch) or {}), nest(params))
+    return bconfig.deep_merge(copy.deepcopy(cfg.architectures.get(arch) or {}), nest(params))
 
 
 def with_arch(cfg: Config, arch: str, section: dict[str, Any], source: str) -> Config:
@@ -253,7 +253,7 @@ def _pruner(raw: Any, path: Path) -> dict[str, Any]:
 def load_space(path: str | Path | None, cfg: Config, archs: list[str]) -> Space:
     """Read and validate a search space for ``archs`` under ``cfg`` (int bounds may say ``epochs``)."""
     path = Path(path) if path is not None else DEFAULT_SPACE
-    raw = bconfig._read_yaml(path)
+    raw = bconfig.read_yaml(path)
     unknown = sorted(set(raw) - set(_TOP_KEYS))
     if unknown:
         raise _err(path, unknown[0], f"unknown section (valid: {', '.join(_TOP_KEYS)})")

@@ -96,7 +96,7 @@ def test_resume_after_sigkill_gives_the_same_leaderboard(tiny_dataset: Path, tmp
 
 
 def test_run_writes_the_run_directory_and_beats_nothing_learned(tiny_dataset: Path, tmp_path: Path) -> None:
-    cfg = _tiny(tiny_dataset, **{"protocol.input.size": 128, "protocol.input.mode": "pad"})
+    cfg = _tiny(tiny_dataset, **{"protocol.input.size": 64, "protocol.input.mode": "resize"})
     run_dir = tmp_path / "run"
     board = runner.run(cfg, run_dir, archs=["unet"], progress=False)
     for name in ("config.yaml", "protocol.json", "splits.json", "env.json", "leaderboard.csv", "per_image.csv"):

@@ -25,6 +25,13 @@ def test_atomic_write_leaves_old_file_when_writer_fails(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
 
 
+def test_atomic_files_get_ordinary_permissions(tmp_path: Path) -> None:
+    target = io.write_text(tmp_path / "index.html", "<p>report</p>")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
 def test_npz_round_trip(tmp_path: Path) -> None:
     io.write_npz(tmp_path / "a.npz", x=np.arange(5, dtype=np.uint8))
     with np.load(tmp_path / "a.npz") as z:
