@@ -5,7 +5,7 @@ staged loss, backward, optimiser, schedule) and of the harness step plus its bat
 augmentation, with their ratios. Both variants are timed interleaved in one process, so drift on a
 shared machine hits both equally; the median of the repeats is reported.
 
-    python benchmarks/step_overhead.py [--device cpu] [--encoder resnet18] [--batch 16] [--repeats 7]
+    python benchmarks/step_overhead.py [--device cpu] [--encoder resnet18] [--batch 16] [--input 128:pad] [--repeats 7]
 """
 from __future__ import annotations
 
@@ -37,6 +37,7 @@ def main() -> None:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--encoder", default="resnet18")
     ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--input", default="128:pad", help="SIZE:MODE of the network input, e.g. 128:pad or 64:resize")
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--steps", type=int, default=3, help="steps per timed repeat")
     ap.add_argument("--archs", default=",".join(architectures.names()))
@@ -44,8 +45,10 @@ def main() -> None:
     device = torch.device(args.device)
     torch.manual_seed(0)
 
+    size, mode = args.input.split(":")
     cfg = config.load([config.CONFIG_DIR / "quick.yaml"], [f"protocol.model.encoder={args.encoder}",
-                                                           f"protocol.batch_size={args.batch}"])
+                                                           f"protocol.batch_size={args.batch}",
+                                                           f"protocol.input.size={size}", f"protocol.input.mode={mode}"])
     rng = np.random.default_rng(0)
     n = args.batch * 4
     images = rng.integers(0, 256, (n, 101, 101), dtype=np.uint8)
@@ -56,7 +59,7 @@ def main() -> None:
     x_bare = to_network((x - data.mean) / data.std, cfg.protocol.input)
     y_bare = to_network(y, cfg.protocol.input)
 
-    print(f"device {device}, encoder {args.encoder}, batch {args.batch}, threads {torch.get_num_threads()}, "
+    print(f"device {device}, encoder {args.encoder}, batch {args.batch}, input {args.input}, threads {torch.get_num_threads()}, "
           f"median of {args.repeats} x {args.steps} steps")
     header = f"{'arch':<14} {'bare img/s':>11} {'harness img/s':>14} {'ratio':>6} {'+augment img/s':>15} {'ratio':>6}"
     print(header)
