@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib
+import matplotlib.ticker
 import optuna
 import sqlalchemy.exc
 from optuna.trial import TrialState
@@ -51,6 +52,8 @@ def _figure(plot: Any, study: optuna.Study) -> str | None:
             ax = plot(study)
         except (ValueError, RuntimeError):
             return None
+        if plot is ovm.plot_optimization_history:
+            ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))  # trial numbers are whole
         fig = ax.figure
         fig.set_size_inches(6.4, 3.8)
         return png_uri(fig)
