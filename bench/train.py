@@ -22,7 +22,7 @@ from bench import io as bio
 from bench import losses
 from bench.augment import augment, make_generator, stream_seed
 from bench.config import Config, protocol_hash
-from bench.inference import autocast, from_network, normalise, predict_probs, to_network
+from bench.inference import autocast, from_network, predict_probs, to_network
 from bench.metrics import iou, tgs_precision
 
 INIT, EPOCH = 1, 2  # stream tags: model initialisation vs. per-epoch batch stream

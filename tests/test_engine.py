@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 import torch
 
-from bench import config, results, runner
+from bench import config, runner
 from bench.augment import augment
 from bench.config import AugmentConfig
 from bench.errors import BenchError

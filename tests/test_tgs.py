@@ -191,7 +191,7 @@ def test_summary_and_its_text(tmp_path):
 def test_write_failure_leaves_no_partial_dataset(tmp_path, monkeypatch):
     ids, images, masks, depths, test_ids, test_images = _random_dataset()
     calls = []
-    real_write_png = tgs._write_png
+    real_write_png = tgs.write_png
 
     def failing(job):
         calls.append(job)
@@ -199,7 +199,7 @@ def test_write_failure_leaves_no_partial_dataset(tmp_path, monkeypatch):
             raise OSError("disk full")
         real_write_png(job)
 
-    monkeypatch.setattr(tgs, "_write_png", failing)
+    monkeypatch.setattr(tgs, "write_png", failing)
     with pytest.raises(OSError, match="disk full"):
         tgs.write(tmp_path / "ds", ids, images, masks, depths, test_ids, test_images)
     assert list(tmp_path.iterdir()) == []

@@ -26,13 +26,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
 from bench.data.folds import N_CLASSES, coverage_class
+from bench.data.png import SIZE, one_line, read_image, read_mask, write_png
 from bench.data.rle import rle_decode, rle_encode
 from bench.errors import BenchError
 
-SIZE = 101
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # safe as a file name and as an unquoted CSV field
 _WORKERS = min(8, os.cpu_count() or 1)  # PNG decoding and encoding release the GIL in zlib
 
@@ -65,7 +64,7 @@ class TGSData:
         if self._test_images is None:
             ids = self.test_ids()
             folder = self.root / "test" / "images"
-            self._test_images = _stack([folder / f"{i}.png" for i in ids], _read_image, np.uint8)
+            self._test_images = _stack([folder / f"{i}.png" for i in ids], read_image, np.uint8)
         return self._test_images
 
 
@@ -90,11 +89,11 @@ def load(root: str | os.PathLike) -> TGSData:
     else:
         ids = sorted(image_ids)
 
-    images = _stack([image_dir / f"{i}.png" for i in ids], _read_image, np.uint8)
+    images = _stack([image_dir / f"{i}.png" for i in ids], read_image, np.uint8)
     mask_dir = root / "train" / "masks"
     if mask_dir.is_dir():
         _check_same_ids(image_dir, ids, mask_dir, _png_ids(mask_dir))
-        masks = _stack([mask_dir / f"{i}.png" for i in ids], _read_mask, bool)
+        masks = _stack([mask_dir / f"{i}.png" for i in ids], read_mask, bool)
         if rles is not None:
             _check_masks_match_rle(masks, ids, rles, mask_dir, train_csv)
     elif rles is not None:
@@ -111,10 +110,6 @@ def load(root: str | os.PathLike) -> TGSData:
             raise BenchError(f"{depths_csv}: no depth for train id {missing[0]}" + _more(missing))
         depths = np.array([table[i] for i in ids], dtype=np.int64)
     return TGSData(root=root, ids=ids, images=images, masks=masks, depths=depths)
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split())
 
 
 def _more(items: Sequence[object]) -> str:
@@ -139,54 +134,6 @@ def _check_same_ids(listing: Path, ids: Sequence[str], folder: Path, file_ids: S
         raise BenchError(f"{folder / (extra[0] + '.png')}: id {extra[0]} is not in {listing}" + _more(extra))
 
 
-def _open_png(path: Path) -> Image.Image:
-    """Open and fully decode a 101x101 PNG, or raise a one-line error naming the file."""
-    if not path.is_file():
-        raise BenchError(f"{path}: missing PNG")
-    try:
-        with Image.open(path) as im:
-            im.load()
-            image, fmt = im.copy(), im.format
-    except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as exc:
-        raise BenchError(f"{path}: corrupt PNG ({_one_line(exc)})") from None
-    if fmt != "PNG":
-        raise BenchError(f"{path}: not a PNG (format {fmt})")
-    if image.size != (SIZE, SIZE):
-        raise BenchError(f"{path}: wrong size {image.size[0]}x{image.size[1]}, expected {SIZE}x{SIZE}")
-    return image
-
-
-def _gray(path: Path, image: Image.Image) -> np.ndarray:
-    """Single-channel array of a grayscale PNG or of an RGB PNG whose three channels are equal."""
-    if image.mode == "RGB":
-        rgb = np.asarray(image)
-        if not (np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 0], rgb[..., 2])):
-            raise BenchError(f"{path}: RGB channels differ, expected a grayscale image (three equal channels)")
-        return rgb[..., 0]
-    if image.mode in ("L", "1") or image.mode.startswith("I"):
-        return np.asarray(image)
-    raise BenchError(f"{path}: unsupported PNG mode {image.mode}, expected grayscale or RGB")
-
-
-def _read_image(path: Path) -> np.ndarray:
-    """uint8 (101, 101) image."""
-    pixels = _gray(path, _open_png(path))
-    if pixels.dtype != np.uint8:
-        raise BenchError(f"{path}: {pixels.dtype} pixels, expected an 8-bit image")
-    return pixels
-
-
-def _read_mask(path: Path) -> np.ndarray:
-    """bool (101, 101) mask from any PNG whose values are a subset of {0, max} (8- or 16-bit)."""
-    pixels = _gray(path, _open_png(path))
-    top = pixels.max()
-    if not np.all((pixels == 0) | (pixels == top)):
-        values = np.unique(pixels)
-        shown = ", ".join(map(str, values[:5].tolist())) + (", ..." if values.size > 5 else "")
-        raise BenchError(f"{path}: mask has {values.size} distinct values ({shown}), expected 0 and one other value")
-    return pixels != 0
-
-
 def _stack(paths: Sequence[Path], read: Callable[[Path], np.ndarray], dtype: type) -> np.ndarray:
     """Read ``paths`` with a small thread pool into one (N, 101, 101) array; the first error (in order) wins."""
     out = np.empty((len(paths), SIZE, SIZE), dtype=dtype)
@@ -203,11 +150,11 @@ def _read_csv(path: Path, header: list[str]) -> list[tuple[int, list[str]]]:
     try:
         text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
-        raise BenchError(f"{path}: unreadable CSV ({_one_line(exc)})") from None
+        raise BenchError(f"{path}: unreadable CSV ({one_line(exc)})") from None
     try:
         rows = list(csv.reader(_stdio.StringIO(text, newline=""), strict=True))
     except csv.Error as exc:
-        raise BenchError(f"{path}: malformed CSV ({_one_line(exc)})") from None
+        raise BenchError(f"{path}: malformed CSV ({one_line(exc)})") from None
     if not rows or rows[0] != header:
         got = ",".join(rows[0]) if rows else ""
         raise BenchError(f"{path}: wrong header {got!r}, expected {','.join(header)!r}")
@@ -323,7 +270,7 @@ def write(
         for folder in {path.parent for path, _, _ in jobs} | {tmp / "train" / "images", tmp / "train" / "masks"}:
             folder.mkdir(parents=True, exist_ok=True)
         with ThreadPoolExecutor(_WORKERS) as pool:
-            list(pool.map(_write_png, jobs, chunksize=64))
+            list(pool.map(write_png, jobs, chunksize=64))
         _write_csv(tmp / "train.csv", ["id", "rle_mask"], [(i, rle_encode(m)) for i, m in zip(ids, masks)])
         if with_test:
             _write_csv(tmp / "sample_submission.csv", ["id", "rle_mask"], [(i, "1 1") for i in test_ids])
@@ -361,21 +308,6 @@ def _as_int(value: object, ident: str) -> int:
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
         raise ValueError(f"depth of id {ident} must be an integer, got {value!r}")
     return int(value)
-
-
-def _write_png(job: tuple[Path, np.ndarray, bool]) -> None:
-    """Images: 8-bit RGB, three equal channels. Masks: 16-bit 0/65535, or 8-bit zeros when empty.
-
-    zlib level 1 halves the time on noisy seismic images; the pixel format is what matters, not the level.
-    """
-    path, pixels, is_mask = job
-    if not is_mask:
-        image = Image.fromarray(np.repeat(pixels[..., None], 3, axis=2), "RGB")
-    elif pixels.any():
-        image = Image.fromarray(pixels.astype(np.uint16) * np.uint16(65535))
-    else:
-        image = Image.fromarray(np.zeros((SIZE, SIZE), np.uint8), "L")
-    image.save(path, format="PNG", compress_level=1)
 
 
 def _write_csv(path: Path, header: list[str], rows: Sequence[tuple[str, object]]) -> None:

@@ -1,0 +1,82 @@
+"""The PNG formats of the Kaggle TGS layout: what the real files hold, read strictly and written exactly.
+
+Images are 101x101 8-bit, stored as RGB with three equal channels (grayscale is read too); masks are
+16-bit grayscale 0/65535 when non-empty and 8-bit zeros when empty (any two values {0, max} are read).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from bench.errors import BenchError
+
+SIZE = 101
+
+
+def one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
+
+
+def _open_png(path: Path) -> Image.Image:
+    """Open and fully decode a 101x101 PNG, or raise a one-line error naming the file."""
+    if not path.is_file():
+        raise BenchError(f"{path}: missing PNG")
+    try:
+        with Image.open(path) as im:
+            im.load()
+            image, fmt = im.copy(), im.format
+    except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as exc:
+        raise BenchError(f"{path}: corrupt PNG ({one_line(exc)})") from None
+    if fmt != "PNG":
+        raise BenchError(f"{path}: not a PNG (format {fmt})")
+    if image.size != (SIZE, SIZE):
+        raise BenchError(f"{path}: wrong size {image.size[0]}x{image.size[1]}, expected {SIZE}x{SIZE}")
+    return image
+
+
+def _gray(path: Path, image: Image.Image) -> np.ndarray:
+    """Single-channel array of a grayscale PNG or of an RGB PNG whose three channels are equal."""
+    if image.mode == "RGB":
+        rgb = np.asarray(image)
+        if not (np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 0], rgb[..., 2])):
+            raise BenchError(f"{path}: RGB channels differ, expected a grayscale image (three equal channels)")
+        return rgb[..., 0]
+    if image.mode in ("L", "1") or image.mode.startswith("I"):
+        return np.asarray(image)
+    raise BenchError(f"{path}: unsupported PNG mode {image.mode}, expected grayscale or RGB")
+
+
+def read_image(path: Path) -> np.ndarray:
+    """uint8 (101, 101) image."""
+    pixels = _gray(path, _open_png(path))
+    if pixels.dtype != np.uint8:
+        raise BenchError(f"{path}: {pixels.dtype} pixels, expected an 8-bit image")
+    return pixels
+
+
+def read_mask(path: Path) -> np.ndarray:
+    """bool (101, 101) mask from any PNG whose values are a subset of {0, max} (8- or 16-bit)."""
+    pixels = _gray(path, _open_png(path))
+    top = pixels.max()
+    if not np.all((pixels == 0) | (pixels == top)):
+        values = np.unique(pixels)
+        shown = ", ".join(map(str, values[:5].tolist())) + (", ..." if values.size > 5 else "")
+        raise BenchError(f"{path}: mask has {values.size} distinct values ({shown}), expected 0 and one other value")
+    return pixels != 0
+
+
+def write_png(job: tuple[Path, np.ndarray, bool]) -> None:
+    """Images: 8-bit RGB, three equal channels. Masks: 16-bit 0/65535, or 8-bit zeros when empty.
+
+    zlib level 1 halves the time on noisy seismic images; the pixel format is what matters, not the level.
+    """
+    path, pixels, is_mask = job
+    if not is_mask:
+        image = Image.fromarray(np.repeat(pixels[..., None], 3, axis=2), "RGB")
+    elif pixels.any():
+        image = Image.fromarray(pixels.astype(np.uint16) * np.uint16(65535))
+    else:
+        image = Image.fromarray(np.zeros((SIZE, SIZE), np.uint8), "L")
+    image.save(path, format="PNG", compress_level=1)
