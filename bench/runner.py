@@ -23,6 +23,7 @@ from bench import results
 from bench.config import Config, protocol_dict, protocol_hash
 from bench.data import folds as bfolds
 from bench.data import source
+from bench.data.tgs import TGSData
 from bench.errors import BenchError
 from bench.executors import EXECUTORS, execute_local, execute_ray
 from bench.train import Cell, DeviceData, train_cell
@@ -115,6 +116,14 @@ def _check_cell_settings(cfg: Config, cell: Cell, run_dir: Path) -> None:
         )
 
 
+def load_data(cfg: Config, run_dir: Path) -> tuple[TGSData, np.ndarray]:
+    """The configured dataset and its folds, reloaded from (or first saved to) the run's ``splits.json``."""
+    data = source.load(cfg.data)
+    assignment = bfolds.load_or_make_splits(run_dir / "splits.json", data.ids, data.masks,
+                                            k=cfg.protocol.folds, seed=cfg.protocol.fold_seed)
+    return data, assignment
+
+
 def run(cfg: Config, run_dir: Path, *, archs: list[str] | None = None, folds: list[int] | None = None,
         progress: bool = True, executor: str = "local", ray_options: dict[str, Any] | None = None) -> Any:
     """Train every pending cell of the grid, then aggregate the run directory. Returns the leaderboard.
@@ -130,9 +139,7 @@ def run(cfg: Config, run_dir: Path, *, archs: list[str] | None = None, folds: li
         torch.set_num_threads(cfg.runtime.threads)
     cells = grid(cfg, archs, folds)
     prepare(cfg, run_dir)
-    data = source.load(cfg.data)
-    assignment = bfolds.load_or_make_splits(run_dir / "splits.json", data.ids, data.masks,
-                                            k=cfg.protocol.folds, seed=cfg.protocol.fold_seed)
+    data, assignment = load_data(cfg, run_dir)
     if not (run_dir / "data.npz").is_file():
         results.save_data(run_dir, data.ids, data.images, data.masks, assignment)
     bfolds.export_imagesets(data.ids, assignment, run_dir / "ImageSets")

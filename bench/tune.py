@@ -30,8 +30,6 @@ from bench import config as bconfig
 from bench import io as bio
 from bench import runner
 from bench.config import Config, protocol_hash
-from bench.data import folds as bfolds
-from bench.data import source
 from bench.errors import BenchError
 from bench.train import Cell, DeviceData, train_cell
 from bench.tune_space import DEFAULT_SPACE, Space, arch_section, load_space, with_arch
@@ -339,9 +337,7 @@ def main(args: argparse.Namespace) -> None:
     if cfg.runtime.threads:
         torch.set_num_threads(cfg.runtime.threads)
     runner.prepare(cfg, run_dir)
-    raw = source.load(cfg.data)
-    assignment = bfolds.load_or_make_splits(run_dir / "splits.json", raw.ids, raw.masks, k=cfg.protocol.folds,
-                                            seed=cfg.protocol.fold_seed)
+    raw, assignment = runner.load_data(cfg, run_dir)
     data = DeviceData.from_arrays(raw.ids, raw.images, raw.masks, device)
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # one line per trial is printed here instead
     print(f"salt-bench tune: config {' + '.join(paths)}, protocol {protocol_hash(cfg)}, space {space.path}, "

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from bench import io
-from bench.errors import BenchError
+from bench.errors import BenchError, one_line
 
 N_CLASSES = 11  # coverage classes 0 (empty) .. 10 (more than 90% salt)
 _IMAGESET_NAMES = ("train", "val", "trainval")
@@ -95,7 +95,7 @@ def _read_splits(path: Path, ids: list[str], fingerprint: str, k: int, seed: int
     try:
         saved = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BenchError(f"{path}: unreadable splits file ({_one_line(exc)})") from None
+        raise BenchError(f"{path}: unreadable splits file ({one_line(exc)})") from None
     if not isinstance(saved, dict) or not {"fingerprint", "k", "seed", "folds"} <= saved.keys():
         raise BenchError(f"{path}: not a splits file (expected keys fingerprint, k, seed, folds)")
     wanted = {"fingerprint": fingerprint, "k": k, "seed": seed}
@@ -157,7 +157,3 @@ def format_folds(masks: np.ndarray, folds: np.ndarray) -> str:
     footer = " all " + " ".join(f"{n:>5d}" for n in counts.sum(0)) + f" {counts.sum():>6d}"
     return "\n".join(["images per fold and coverage class (0 = empty, c = coverage in ((c-1)/10, c/10])",
                       header, *rows, footer])
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split())

@@ -10,13 +10,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from bench.errors import BenchError
+from bench.errors import BenchError, one_line
 
 SIZE = 101
-
-
-def one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split())
 
 
 def _open_png(path: Path) -> Image.Image:

@@ -28,9 +28,9 @@ from pathlib import Path
 import numpy as np
 
 from bench.data.folds import N_CLASSES, coverage_class
-from bench.data.png import SIZE, one_line, read_image, read_mask, write_png
+from bench.data.png import SIZE, read_image, read_mask, write_png
 from bench.data.rle import rle_decode, rle_encode
-from bench.errors import BenchError
+from bench.errors import BenchError, one_line
 
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # safe as a file name and as an unquoted CSV field
 _WORKERS = min(8, os.cpu_count() or 1)  # PNG decoding and encoding release the GIL in zlib
