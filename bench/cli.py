@@ -67,28 +67,50 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
                    help="dotted override, e.g. --set protocol.epochs=30")
 
 
+def _positive_int(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {value!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value!r}")
+    return n
+
+
 def _cmd_run(args: argparse.Namespace) -> None:
     from bench import runner
 
-    runner.main(args)
+    options = {}
+    if args.executor == "ray":
+        options = {"address": args.ray_address, "gpus_per_cell": args.gpus_per_cell, "cpus_per_cell": args.cpus_per_cell}
+    runner.run_command(args.config, args.overrides, out=Path(args.out) if args.out else None, archs=args.archs,
+                       folds=args.folds, executor=args.executor, executor_options=options, report=not args.no_report)
 
 
 def _cmd_tune(args: argparse.Namespace) -> None:
     from bench import tune
 
-    tune.main(args)
+    tune.tune(args.config, args.overrides, archs=None if args.all else [args.arch], n_trials=args.n_trials,
+              timeout=args.timeout, space_path=args.space, storage=args.storage, study=args.study, folds=args.folds,
+              out=Path(args.out) if args.out else None)
 
 
 def _cmd_report(args: argparse.Namespace) -> None:
+    import webbrowser
+
     from bench.report import build
 
-    build.main(args)
+    path = build.build_report(Path(args.run_dir), Path(args.out) if args.out else None)
+    print(f"report: {path}")
+    if args.open:
+        webbrowser.open(path.resolve().as_uri())
 
 
 def _cmd_predict(args: argparse.Namespace) -> None:
     from bench import predict
 
-    predict.main(args)
+    predict.predict(Path(args.run_dir), arch=args.arch, ensemble=args.ensemble, tta=args.tta,
+                    out=Path(args.out) if args.out else None, evaluate_oof=args.evaluate_oof)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -136,9 +158,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--arch")
     g.add_argument("--all", action="store_true")
     p.add_argument("--space", default="configs/tune/default.yaml")
-    p.add_argument("--n-trials", type=int, default=None,
+    p.add_argument("--n-trials", type=_positive_int, default=None,
                    help="trials to add in this invocation; re-running the same command resumes the study")
-    p.add_argument("--timeout", type=float, default=None, help="seconds per architecture")
+    p.add_argument("--timeout", type=_positive_float(allow_zero=False), default=None, help="seconds per architecture")
     p.add_argument("--storage", default=None,
                    help="Optuna storage URL (default sqlite:///OUT/tuning/<study>.db; postgresql://..., journal:///file.log)")
     p.add_argument("--study", default=None, help="study name (default tune-<arch>; with --all, <study>-<arch>)")

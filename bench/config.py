@@ -118,37 +118,68 @@ class Config:
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     architectures: dict[str, dict[str, Any]] = field(default_factory=dict)
 
-    def arch_kwargs(self, arch: str) -> dict[str, Any]:
-        """Keyword arguments for ``architectures.create``: the shared encoder, then the arch's own settings."""
-        kwargs = {"encoder": self.protocol.model.encoder, "encoder_weights": self.protocol.model.encoder_weights}
-        kwargs.update({k: v for k, v in (self.architectures.get(arch) or {}).items() if k != "train"})
-        return kwargs
+    def arch_options(self, arch: str) -> dict[str, Any]:
+        """``architectures.<arch>`` without its ``train`` recipe: the model options as written."""
+        return {k: v for k, v in (self.architectures.get(arch) or {}).items() if k != "train"}
 
-    def arch_train(self, arch: str) -> dict[str, Any]:
-        """The arch's own training recipe (e.g. a tuned learning rate): ``architectures.<arch>.train``."""
-        return copy.deepcopy((self.architectures.get(arch) or {}).get("train") or {})
+    def plan(self, arch: str, source: str = "config") -> ArchPlan:
+        """Resolve ``arch`` once: its model, its training recipe and the hashes that identify it.
 
-    def for_arch(self, arch: str, source: str = "config") -> "Config":
-        """This config with ``architectures.<arch>.train`` laid over the protocol's training recipe.
-
-        Only the recipe keys in ``ARCH_TRAIN_KEYS`` may differ per architecture (that is what per-arch
+        Only the recipe (the fields of ``Recipe``) may differ per architecture (that is what per-arch
         tuning changes); data, folds, seeds, epochs, input and augmentation stay shared.
         """
-        train = self.arch_train(arch)
-        if not train:
-            return self
-        bad = sorted(set(train) - set(ARCH_TRAIN_KEYS))
+        override = copy.deepcopy((self.architectures.get(arch) or {}).get("train") or {})
+        bad = sorted(set(override) - set(RECIPE_KEYS))
         if bad:
             raise BenchError(f"{source}: architectures.{arch}.train.{bad[0]}: not a per-architecture setting "
-                             f"(allowed: {', '.join(ARCH_TRAIN_KEYS)})")
-        merged = deep_merge(dataclasses.asdict(self.protocol), train)
-        return dataclasses.replace(self, protocol=_build(ProtocolConfig, merged, f"architectures.{arch}.train", source))
+                             f"(allowed: {', '.join(RECIPE_KEYS)})")
+        protocol = self.protocol
+        if override:
+            merged = deep_merge(dataclasses.asdict(self.protocol), override)
+            protocol = _build(ProtocolConfig, merged, f"architectures.{arch}.train", source)
+        model = {"encoder": self.protocol.model.encoder, "encoder_weights": self.protocol.model.encoder_weights,
+                 **self.arch_options(arch)}
+        return ArchPlan(arch=arch, protocol=protocol, model=model, recipe_override=override,
+                        protocol_hash=protocol_hash(self), runtime=self.runtime)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 
-ARCH_TRAIN_KEYS = ("batch_size", "optimizer", "scheduler", "loss", "grad_clip")
+@dataclass(frozen=True)
+class Recipe:
+    """The training recipe: the only part of the protocol an architecture may override (``architectures.<arch>.train``)."""
+
+    batch_size: int
+    optimizer: OptimizerConfig
+    scheduler: SchedulerConfig
+    loss: LossConfig
+    grad_clip: float | None
+
+
+RECIPE_KEYS = tuple(f.name for f in dataclasses.fields(Recipe))
+
+
+@dataclass(frozen=True)
+class ArchPlan:
+    """One architecture under the run's protocol, resolved: what the trainer takes, and all it takes.
+
+    ``protocol`` is the shared protocol with the architecture's recipe laid over it; ``protocol_hash`` is
+    the hash of the *shared* protocol (every cell of a run carries the same one), so no caller can hash
+    the overlaid copy by mistake.
+    """
+
+    arch: str
+    protocol: ProtocolConfig
+    model: dict[str, Any]  # keyword arguments of ``architectures.create``: the shared encoder, then the options
+    recipe_override: dict[str, Any]  # ``architectures.<arch>.train`` as written; {} = the shared recipe
+    protocol_hash: str
+    runtime: RuntimeConfig
+
+    @property
+    def recipe(self) -> Recipe:
+        p = self.protocol
+        return Recipe(p.batch_size, p.optimizer, p.scheduler, p.loss, p.grad_clip)
 
 
 def protocol_dict(cfg: Config) -> dict[str, Any]:
@@ -314,9 +345,9 @@ def _validate(cfg: Config, source: str) -> None:
             raise BenchError(f"{source}: architectures.{arch}: unknown (valid: {', '.join(architectures.names())})")
         if kwargs is not None and not isinstance(kwargs, dict):
             raise BenchError(f"{source}: architectures.{arch}: expected a mapping of settings")
-        arch_cfg = cfg.for_arch(arch, source)
+        plan = cfg.plan(arch, source)
         for part in ("first", "then"):
-            terms = getattr(arch_cfg.protocol.loss, part)
+            terms = getattr(plan.protocol.loss, part)
             if terms is not None:
                 losses.check_terms(terms, f"{source}: architectures.{arch}.train.loss.{part}")
 
@@ -345,6 +376,3 @@ def from_dict(tree: dict, source: str = "<dict>") -> Config:
     _validate(cfg, source)
     return cfg
 
-
-def dump(cfg: Config) -> str:
-    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)

@@ -13,16 +13,16 @@ from __future__ import annotations
 import dataclasses
 import os
 import sys
-from pathlib import Path
 from typing import Any, Callable
 
+import torch
+
+from bench import runtime
 from bench.config import Config
-from bench.errors import BenchError
-from bench.train import Cell
+from bench.errors import BenchError, summary
+from bench.rundir import Cell, RunDir
+from bench.train import DeviceData, train_cell
 
-CellFn = Callable[[Cell], dict[str, Any]]
-
-EXECUTORS = ("local", "ray")
 MAX_RETRIES = 3  # a worker (or node) that dies mid-cell: the cell is rerun from its last checkpoint
 
 
@@ -32,12 +32,23 @@ def cell_line(m: dict[str, Any]) -> str:
             f"at epoch {m['best_epoch']} ({m['stop_reason']}), {m['train_images_per_s']:.0f} img/s, {m['wall_s']:.0f} s")
 
 
-def execute_local(cells: list[Cell], fn: CellFn, progress: bool = True) -> None:
-    """Train the cells one after another in this process; ``fn`` trains one and returns its metrics."""
+def _device_data(run: RunDir, device: torch.device) -> tuple[DeviceData, Any]:
+    """The run's train images on ``device`` and its folds, from ``data.npz`` (what every executor trains on)."""
+    saved = run.load_data()
+    data = DeviceData.from_arrays([str(i) for i in saved["ids"]], saved["images"], saved["masks"], device)
+    return data, saved["folds"].astype("int64")
+
+
+def execute_local(cells: list[Cell], cfg: Config, run: RunDir, *, progress: bool = True, **options: Any) -> None:
+    """Train the cells one after another in this process, on the config's device."""
     from tqdm.auto import tqdm
 
+    if options:
+        raise BenchError(f"the local executor takes no options (got {', '.join(sorted(options))})")
+    data, folds = _device_data(run, runtime.setup(cfg))
     for cell in tqdm(cells, desc="cells", unit="cell", disable=not progress):
-        tqdm.write(cell_line(fn(cell)))
+        metrics = train_cell(cfg.plan(cell.arch), cell, data, folds, run.cell_dir(cell), progress=progress)
+        tqdm.write(cell_line(metrics))
 
 
 def _ray_cell(cfg_dict: dict[str, Any], run_dir: str, arch: str, fold: int, seed: int) -> dict[str, Any]:
@@ -47,26 +58,17 @@ def _ray_cell(cfg_dict: dict[str, Any], run_dir: str, arch: str, fold: int, seed
     and returning) is not trained again.
     """
     import ray
-    import torch
 
     from bench import config as bconfig
-    from bench import io as bio
-    from bench import results
-    from bench.runner import pick_device
-    from bench.train import DeviceData, train_cell
 
     cfg = bconfig.from_dict(cfg_dict, source="the config sent by the Ray driver")
-    cell = Cell(arch, fold, seed)
-    if cell.is_done(Path(run_dir)):
-        return bio.read_json(cell.dir(Path(run_dir)) / "metrics.json")
-    if cfg.runtime.threads:
-        torch.set_num_threads(cfg.runtime.threads)
+    cell, run = Cell(arch, fold, seed), RunDir(run_dir)
+    if run.is_done(cell):
+        return run.cell_metrics(cell)
     if cfg.runtime.device == "auto" and not ray.get_gpu_ids():  # Ray leaves every GPU visible to such a task
         cfg = dataclasses.replace(cfg, runtime=dataclasses.replace(cfg.runtime, device="cpu"))
-    device = pick_device(cfg)
-    saved = results.load_data(Path(run_dir))
-    data = DeviceData.from_arrays([str(i) for i in saved["ids"]], saved["images"], saved["masks"], device)
-    return train_cell(cfg, cell, data, saved["folds"].astype("int64"), cell.dir(Path(run_dir)), progress=False)
+    data, folds = _device_data(run, runtime.setup(cfg))
+    return train_cell(cfg.plan(arch), cell, data, folds, run.cell_dir(cell), progress=False)
 
 
 def _import_ray(local: bool) -> Any:
@@ -104,16 +106,16 @@ def _check_resources(ray: Any, gpus_per_cell: float, cpus_per_cell: float) -> No
 def execute_ray(
     cells: list[Cell],
     cfg: Config,
-    run_dir: Path,
+    run: RunDir,
     *,
+    progress: bool = True,
     address: str | None = None,
     gpus_per_cell: float | None = None,
     cpus_per_cell: float = 1.0,
     num_cpus: int | None = None,
     max_retries: int = MAX_RETRIES,
-    progress: bool = True,
 ) -> None:
-    """Run each cell as a Ray task with its resource request; workers write into the shared ``run_dir``.
+    """Run each cell as a Ray task with its resource request; workers write into the shared run directory.
 
     ``address`` None starts a private local Ray on 127.0.0.1 with ``num_cpus`` CPUs (all by default) and
     stops it at the end; ``auto`` or ``HOST:PORT`` joins a running cluster. ``gpus_per_cell`` None means
@@ -147,7 +149,7 @@ def execute_ray(
               f"each cell asks {cpus_per_cell:g} CPU, {gpus_per_cell:g} GPU")
         task = ray.remote(_ray_cell).options(num_cpus=cpus_per_cell, num_gpus=gpus_per_cell, max_retries=max_retries,
                                              name="salt-bench-cell")
-        cfg_dict, where = cfg.to_dict(), str(Path(run_dir).resolve())
+        cfg_dict, where = cfg.to_dict(), str(run.path.resolve())
         pending = {task.remote(cfg_dict, where, c.arch, c.fold, c.seed): c for c in cells}
         failed: list[str] = []
         bar = tqdm(total=len(cells), desc="cells", unit="cell", disable=not progress)
@@ -180,6 +182,9 @@ def execute_ray(
 def _cause(exc: BaseException) -> str:
     """The one-line reason of a failed task: the worker's own exception when there is one."""
     cause = getattr(exc, "cause", None)
-    err = cause if isinstance(cause, BaseException) else exc
-    first = str(err).strip().splitlines()
-    return f"{type(err).__name__}: {first[0] if first else ''}"
+    return summary(cause if isinstance(cause, BaseException) else exc)
+
+
+Executor = Callable[..., None]
+#: name -> ``execute(cells, cfg, run, *, progress, **options)``; every executor leaves the same run directory.
+EXECUTORS: dict[str, Executor] = {"local": execute_local, "ray": execute_ray}

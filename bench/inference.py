@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import time
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -37,6 +38,12 @@ def from_network(logits: torch.Tensor, cfg: InputConfig, size: tuple[int, int]) 
         return F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
     top, left = (cfg.size - h) // 2, (cfg.size - w) // 2
     return logits[..., top : top + h, left : left + w]
+
+
+def quantise(probs: torch.Tensor) -> np.ndarray:
+    """Probabilities as uint8 levels (p * 255, rounded), the form in which OOF and test probabilities are
+    stored and thresholded (``bench.metrics.binarise``): a quarter of float32 per image."""
+    return (probs.clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
 
 
 def normalise(x_uint8: torch.Tensor, mean: float, std: float) -> torch.Tensor:

@@ -62,6 +62,13 @@ def tgs_precision(truth: np.ndarray, pred: np.ndarray) -> np.ndarray:
     return _precision_from_counts(_row_counts(t), _row_counts(p), _intersections(t, p))
 
 
+def all_empty_scores(truth: np.ndarray) -> np.ndarray:
+    """Per-image TGS score of predicting no salt anywhere: 1 on an empty truth, 0 otherwise. Its mean is
+    the all-empty baseline, the floor any model that learned something must clear."""
+    truth = np.asarray(truth, dtype=bool)
+    return (~truth.reshape(truth.shape[0], -1).any(axis=1)).astype(np.float64)
+
+
 def tgs_score(truth: np.ndarray, pred: np.ndarray) -> float:
     """Dataset score: the mean of the per-image competition scores."""
     return float(tgs_precision(truth, pred).mean())
@@ -83,11 +90,19 @@ def dice(truth: np.ndarray, pred: np.ndarray) -> np.ndarray:
     return np.where(total == 0, 1.0, 2 * n_inter / np.maximum(total, 1))
 
 
-def _binarise(probs: np.ndarray, threshold: float) -> np.ndarray:
-    """``probs > threshold`` without a float copy; uint8 probabilities are read as value / 255."""
+def level(threshold: float) -> int:
+    """The uint8 level a probability cut compares against: for an integer level ``p``, ``p / 255 > t`` is
+    ``p > floor(255 t)``; rounded first so that 255 * 0.6 is 153, not 152.99..."""
+    return int(np.floor(round(255 * threshold, 9)))
+
+
+def binarise(probs: np.ndarray, threshold: float) -> np.ndarray:
+    """``probs > threshold`` without a float copy; uint8 probabilities are read as value / 255.
+
+    The one threshold rule of the project: the threshold search, the leaderboard, post-processing,
+    the gallery and the submission all draw masks through it, so they agree pixel for pixel."""
     if probs.dtype == np.uint8:
-        # p / 255 > t  <=>  p > floor(255 t) for integer p; round first so 255 * 0.6 is 153, not 152.99...
-        return probs > int(np.floor(round(255 * threshold, 9)))
+        return probs > level(threshold)
     return probs > probs.dtype.type(threshold)
 
 
@@ -122,7 +137,7 @@ def best_threshold(
         if chunk.dtype == np.float16:  # numpy compares float16 element by element in software: widen once
             chunk = chunk.astype(np.float32)
         for j, threshold in enumerate(thresholds):
-            pred = _binarise(chunk, float(threshold))
+            pred = binarise(chunk, float(threshold))
             n_pred[j, i:i + _CHUNK] = _row_counts(pred)
             n_inter[j, i:i + _CHUNK] = _row_counts(pred & truth_chunk)
     scores = np.array([_precision_from_counts(n_truth, n_pred[j], n_inter[j]).mean() for j in range(thresholds.size)])

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.metrics import best_threshold, tgs_precision
+from bench.metrics import best_threshold, binarise, level, tgs_precision
 
 # Candidate minimum salt areas, in pixels of 101x101 = 10201. The grid reaches 15% coverage: on the quick
 # CPU run every architecture chose the old top of 400 px, so the optimum must be allowed to lie beyond it.
@@ -44,11 +44,6 @@ class Decision:
         return asdict(self)
 
 
-def level(p: float) -> int:
-    """The uint8 level a probability cut compares against: ``level > floor(255 p)`` means ``p_pixel > p``."""
-    return int(np.floor(round(255 * p, 9)))
-
-
 def _flat(probs: np.ndarray) -> np.ndarray:
     probs = np.asarray(probs)
     if probs.dtype != np.uint8 or probs.ndim != 3:
@@ -59,7 +54,7 @@ def _flat(probs: np.ndarray) -> np.ndarray:
 def apply(probs: np.ndarray, decision: Decision) -> np.ndarray:
     """Bool masks (N, H, W) of ``probs`` (uint8 levels) under ``decision``: threshold, then empty the rejected."""
     flat = _flat(probs)
-    pred = flat > level(decision.threshold)
+    pred = binarise(flat, decision.threshold)
     empty = np.count_nonzero(pred, axis=1) < decision.min_area
     if decision.empty_max_prob is not None:
         empty |= flat.max(axis=1) <= level(decision.empty_max_prob)
@@ -85,7 +80,7 @@ def decide(probs: np.ndarray, truth: np.ndarray, threshold: float | None = None)
     truth = np.asarray(truth, dtype=bool)
     if threshold is None:
         threshold, _ = best_threshold(probs, truth)
-    pred = flat > level(threshold)
+    pred = binarise(flat, threshold)
     scores = tgs_precision(truth, pred.reshape(truth.shape))
     truth_empty = (~truth.reshape(truth.shape[0], -1).any(axis=1)).astype(np.float64)
     score_raw = float(scores.mean())

@@ -12,7 +12,6 @@ lists that file); it needs no models and no test data.
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 from dataclasses import dataclass
@@ -22,15 +21,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from bench import config as bconfig
-from bench import io as bio
-from bench import postprocess, results
+from bench import atomic, postprocess, runtime
 from bench.config import Config
 from bench.data import source, tgs
 from bench.data.rle import rle_encode
 from bench.errors import BenchError
-from bench.inference import predict_probs
-from bench.runner import pick_device
+from bench.inference import predict_probs, quantise
+from bench.rundir import METRICS, MODEL, OOF, Cell, RunDir
 from bench.train import DeviceData, load_model
 
 ENSEMBLE_COLUMNS = ["members", "tta", "threshold", "min_area", "empty_max_prob", "score_raw", "score_post", "n_images"]
@@ -54,17 +51,8 @@ class Selection:
         return f"{self.name}@{self.tta}"
 
 
-def load_run_config(run_dir: Path) -> Config:
-    """The run's own config (data source, folds, seeds, input geometry); a missing run is a one-line error."""
-    path = Path(run_dir) / "config.yaml"
-    if not path.is_file():
-        raise BenchError(f"{path}: missing; {run_dir} is not a run directory (made by `salt-bench run`)")
-    return bconfig.load([path])
-
-
-def select(run_dir: Path, arch: str | None, ensemble: list[str] | None, tta: str) -> Selection:
+def select(run: RunDir, arch: str | None, ensemble: list[str] | None, tta: str) -> Selection:
     """``--arch``, ``--ensemble`` or, with neither, the leaderboard's rank-1 architecture."""
-    run_dir = Path(run_dir)
     if ensemble is not None:
         if not ensemble:
             raise BenchError("--ensemble: no architectures given")
@@ -75,30 +63,30 @@ def select(run_dir: Path, arch: str | None, ensemble: list[str] | None, tta: str
     elif arch is not None:
         members = [arch]
     else:
-        board_path = run_dir / "leaderboard.csv"
+        board_path = run.leaderboard_file
         if not board_path.is_file():
             raise BenchError(f"{board_path}: missing; pass --arch or --ensemble, or finish the run first")
         board = pd.read_csv(board_path)
         if board.empty or "arch" not in board:
             raise BenchError(f"{board_path}: no architectures ranked; pass --arch or --ensemble")
         members = [str(board.sort_values("rank")["arch"].iloc[0])]
-    trained = sorted(p.name for p in (run_dir / "cells").glob("*") if p.is_dir())
+    trained = run.trained_archs()
     for a in members:
         if a not in trained:
-            raise BenchError(f"{run_dir / 'cells' / a}: architecture {a} has no cells in this run "
+            raise BenchError(f"{run.cells_dir / a}: architecture {a} has no cells in this run "
                              f"(trained: {', '.join(trained) or 'none'})")
     return Selection(tuple(members), tta)
 
 
-def cell_dirs(run_dir: Path, cfg: Config, sel: Selection, *, need_models: bool) -> dict[str, list[Path]]:
+def cell_dirs(run: RunDir, cfg: Config, sel: Selection, *, need_models: bool) -> dict[str, list[Path]]:
     """Every (fold, seed) cell directory of each member; a missing or unusable cell is named in the error."""
     out: dict[str, list[Path]] = {}
     for arch in sel.members:
         dirs = []
         for seed in cfg.protocol.seeds:
             for fold in range(cfg.protocol.folds):
-                cell = Path(run_dir) / "cells" / arch / f"fold{fold}-seed{seed}"
-                needed = ["metrics.json", "oof.npz"] + (["model.pt"] if need_models else [])
+                cell = run.cell_dir(Cell(arch, fold, seed))
+                needed = [METRICS, OOF] + ([MODEL] if need_models else [])
                 missing = [f for f in needed if not (cell / f).is_file()]
                 if missing:
                     raise BenchError(f"{cell}: missing {missing[0]} ({_why_missing(cell, missing)})")
@@ -108,14 +96,15 @@ def cell_dirs(run_dir: Path, cfg: Config, sel: Selection, *, need_models: bool) 
 
 
 def _why_missing(cell: Path, missing: list[str]) -> str:
-    if "metrics.json" in missing:
+    if METRICS in missing:
         return "the cell is not finished; run `salt-bench run` on this run directory to train it"
-    if bio.read_json(cell / "metrics.json").get("status") != "ok":
+    if atomic.read_json(cell / METRICS).get("status") != "ok":
         return "the cell diverged and kept no model"
     return "the cell's files are incomplete"
 
 
-def _quantise(levels_mean: np.ndarray) -> np.ndarray:
+def _round_levels(levels_mean: np.ndarray) -> np.ndarray:
+    """A mean of uint8 probability levels, rounded back to a level."""
     return np.clip(np.round(levels_mean), 0, 255).astype(np.uint8)
 
 
@@ -128,10 +117,10 @@ def oof_probs(cells: dict[str, list[Path]], ids: np.ndarray, tta: str) -> np.nda
         member: np.ndarray | None = None
         seen = np.zeros(len(ids), np.int64)
         for cell in dirs:
-            with np.load(cell / "oof.npz") as z:
+            with np.load(cell / OOF, allow_pickle=False) as z:
                 unknown = [str(i) for i in z["ids"] if str(i) not in index]
                 if unknown:
-                    raise BenchError(f"{cell / 'oof.npz'}: id {unknown[0]} is not in the run's data.npz")
+                    raise BenchError(f"{cell / OOF}: id {unknown[0]} is not in the run's data.npz")
                 rows = np.array([index[str(i)] for i in z["ids"]], dtype=np.int64)
                 if member is None:
                     member = np.zeros((len(ids), *z[key].shape[1:]), np.float32)
@@ -142,7 +131,7 @@ def oof_probs(cells: dict[str, list[Path]], ids: np.ndarray, tta: str) -> np.nda
                              "of the run's data.npz equally often (once per seed)")
         member /= seen[0]
         total = member if total is None else total + member
-    return _quantise(total / len(cells))
+    return _round_levels(total / len(cells))
 
 
 def load_test_set(cfg: Config) -> tuple[list[str], np.ndarray]:
@@ -175,30 +164,24 @@ def predict_test(cfg: Config, cells: dict[str, list[Path]], images: np.ndarray, 
                     bar.update(probs.shape[0])
                 del model
             total += member / len(dirs)
-    probs = total / len(cells)
-    return (probs.clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
+    return quantise(total / len(cells))
 
 
-def _protocol_hash(run_dir: Path) -> str | None:
-    path = Path(run_dir) / "protocol.json"
-    return bio.read_json(path).get("hash") if path.is_file() else None
-
-
-def record_decision(run_dir: Path, cfg: Config, sel: Selection, decision: postprocess.Decision, n_images: int) -> dict:
+def record_decision(run: RunDir, cfg: Config, sel: Selection, decision: postprocess.Decision, n_images: int) -> dict:
     """Add (or replace) this selection's entry in ``<run>/postprocess.json``, atomically; returns the entry."""
-    path = Path(run_dir) / "postprocess.json"
-    table = bio.read_json(path) if path.is_file() else {}
+    path = run.postprocess_file
+    table = atomic.read_json(path) if path.is_file() else {}
     entry = {"members": list(sel.members), "tta": sel.tta, "folds": cfg.protocol.folds,
-             "seeds": list(cfg.protocol.seeds), "n_images": n_images, "protocol_hash": _protocol_hash(run_dir),
+             "seeds": list(cfg.protocol.seeds), "n_images": n_images, "protocol_hash": run.protocol_hash(),
              **decision.to_dict()}
     table[sel.key] = entry
-    bio.write_json(path, table)
+    atomic.write_json(path, table)
     return entry
 
 
-def record_ensemble(run_dir: Path, sel: Selection, decision: postprocess.Decision, n_images: int) -> pd.DataFrame:
+def record_ensemble(run: RunDir, sel: Selection, decision: postprocess.Decision, n_images: int) -> pd.DataFrame:
     """Add (or replace) this selection's row in ``<run>/ensembles.csv`` (best ``score_post`` first), atomically."""
-    path = Path(run_dir) / "ensembles.csv"
+    path = run.ensembles_file
     row = pd.DataFrame([{"members": sel.name, "tta": sel.tta, "threshold": decision.threshold,
                          "min_area": decision.min_area, "empty_max_prob": decision.empty_max_prob,
                          "score_raw": decision.score_raw, "score_post": decision.score_post, "n_images": n_images}],
@@ -211,7 +194,7 @@ def record_ensemble(run_dir: Path, sel: Selection, decision: postprocess.Decisio
         old = old[~((old["members"] == sel.name) & (old["tta"] == sel.tta))]
         row = pd.concat([old, row], ignore_index=True) if len(old) else row
     table = row.sort_values("score_post", ascending=False, kind="stable").reset_index(drop=True)
-    bio.write_text(path, table.to_csv(index=False))
+    atomic.write_text(path, table.to_csv(index=False))
     return table
 
 
@@ -235,35 +218,33 @@ def _describe(sel: Selection, d: postprocess.Decision) -> str:
             f"pooled OOF TGS score {d.score_raw:.4f} -> {d.score_post:.4f} after post-processing")
 
 
-def main(args: argparse.Namespace) -> None:
-    """Decide on OOF, then (unless ``--evaluate-oof``) predict the test set and write the submission."""
-    run_dir = Path(args.run_dir)
-    if not run_dir.is_dir():
-        raise BenchError(f"{run_dir}: no such run directory")
-    cfg = load_run_config(run_dir)
-    sel = select(run_dir, args.arch, args.ensemble, args.tta)
-    cells = cell_dirs(run_dir, cfg, sel, need_models=not args.evaluate_oof)
-    if not (run_dir / "data.npz").is_file():
-        raise BenchError(f"{run_dir / 'data.npz'}: missing; the run directory is incomplete")
-    test = None if args.evaluate_oof else load_test_set(cfg)  # before anything is written: its errors come first
-    if cfg.runtime.threads:
-        torch.set_num_threads(cfg.runtime.threads)
-    device = pick_device(cfg)
-    data = results.load_data(run_dir)
+def predict(run_dir: Path, *, arch: str | None = None, ensemble: list[str] | None = None, tta: str = "flip",
+            out: Path | None = None, evaluate_oof: bool = False) -> Path | None:
+    """``salt-bench predict``: decide on OOF, then (unless ``evaluate_oof``) predict the test set and write the
+    submission. Returns the submission's path (None with ``evaluate_oof``)."""
+    run = RunDir(run_dir)
+    if not run.path.is_dir():
+        raise BenchError(f"{run}: no such run directory")
+    cfg = run.config()
+    sel = select(run, arch, ensemble, tta)
+    cells = cell_dirs(run, cfg, sel, need_models=not evaluate_oof)
+    data = run.load_data()
+    test = None if evaluate_oof else load_test_set(cfg)  # before anything is written: its errors come first
+    device = runtime.setup(cfg)
     decision = postprocess.decide(oof_probs(cells, data["ids"], sel.tta), data["masks"])
-    record_decision(run_dir, cfg, sel, decision, len(data["ids"]))
+    record_decision(run, cfg, sel, decision, len(data["ids"]))
     print(_describe(sel, decision))
-    print(f"recorded in {run_dir / 'postprocess.json'}")
+    print(f"recorded in {run.postprocess_file}")
     if test is None:
-        record_ensemble(run_dir, sel, decision, len(data["ids"]))
-        print(f"recorded in {run_dir / 'ensembles.csv'}")
-        return
+        record_ensemble(run, sel, decision, len(data["ids"]))
+        print(f"recorded in {run.ensembles_file}")
+        return None
 
     stats = DeviceData.from_arrays(data["ids"], data["images"], data["masks"], torch.device("cpu"))
     test_ids, test_images = test
     probs = predict_test(cfg, cells, test_images, stats.mean, stats.std, device, sel.tta)
     masks = postprocess.apply(probs, decision)
-    out = Path(args.out) if args.out else run_dir / "submission.csv"
-    bio.write_text(out, submission_text(test_ids, masks))
-    print(f"wrote {out}: {len(test_ids)} test images, {int((~masks.any(axis=(1, 2))).sum())} predicted empty")
-
+    path = Path(out) if out else run.submission_file
+    atomic.write_text(path, submission_text(test_ids, masks))
+    print(f"wrote {path}: {len(test_ids)} test images, {int((~masks.any(axis=(1, 2))).sum())} predicted empty")
+    return path

@@ -11,63 +11,40 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bench import io as bio
-from bench.data.folds import coverage_class
-from bench.metrics import best_threshold, dice, iou, tgs_precision
-
-N_CLASSES = 11
-
-
-def save_data(run_dir: Path, ids: list[str], images: np.ndarray, masks: np.ndarray, folds: np.ndarray) -> None:
-    bio.write_npz(Path(run_dir) / "data.npz", ids=np.array(ids), images=images.astype(np.uint8),
-                  masks=np.packbits(masks.astype(bool), axis=-1), folds=folds.astype(np.int16))
+from bench import atomic
+from bench.data.folds import N_CLASSES, coverage_class
+from bench.metrics import all_empty_scores, best_threshold, binarise, dice, iou, tgs_precision
+from bench.rundir import OOF, Cell, RunDir
 
 
-def load_data(run_dir: Path) -> dict[str, np.ndarray]:
-    with np.load(Path(run_dir) / "data.npz") as z:
-        images = z["images"]
-        return {"ids": z["ids"], "images": images, "folds": z["folds"],
-                "masks": np.unpackbits(z["masks"], axis=-1, count=images.shape[-1]).astype(bool)}
-
-
-def cell_metrics(run_dir: Path) -> pd.DataFrame:
-    """One row per finished cell (its metrics.json)."""
-    rows = [bio.read_json(p) for p in sorted(Path(run_dir).glob("cells/*/fold*-seed*/metrics.json"))]
-    return pd.DataFrame(rows)
-
-
-def _pooled(run_dir: Path, arch: str, seed: int, cells: pd.DataFrame, index: dict[str, int]) -> dict[str, np.ndarray]:
+def _pooled(run: RunDir, arch: str, seed: int, cells: pd.DataFrame, index: dict[str, int]) -> dict[str, np.ndarray]:
     """Pooled out-of-fold uint8 probabilities of one (arch, seed) over its finished folds."""
     parts: dict[str, list[np.ndarray]] = {"rows": [], "probs": [], "probs_no_tta": []}
     for fold in sorted(cells["fold"]):
-        with np.load(Path(run_dir) / "cells" / arch / f"fold{fold}-seed{seed}" / "oof.npz") as z:
+        with np.load(run.cell_dir(Cell(arch, int(fold), int(seed))) / OOF, allow_pickle=False) as z:
             parts["rows"].append(np.array([index[i] for i in z["ids"]]))
             parts["probs"].append(z["probs"])
             parts["probs_no_tta"].append(z["probs_no_tta"])
     return {k: np.concatenate(v) for k, v in parts.items()}
 
 
-def _score_at(probs_u8: np.ndarray, truth: np.ndarray, threshold: float) -> np.ndarray:
-    return tgs_precision(truth, probs_u8 > threshold * 255)
-
-
-def aggregate(run_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+def aggregate(run_dir: Path | RunDir) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Leaderboard (one row per architecture, ranked) and per-image scores; both written atomically."""
-    run_dir = Path(run_dir)
-    data = load_data(run_dir)
+    run = RunDir(run_dir)
+    data = run.load_data()
     index = {str(i): k for k, i in enumerate(data["ids"])}
     classes = coverage_class(data["masks"])
-    cells = cell_metrics(run_dir)
+    cells = run.metrics_table()
     board_rows: list[dict[str, Any]] = []
     image_rows: list[pd.DataFrame] = []
     gallery_probs: dict[str, np.ndarray] = {}
     for (arch, seed), group in cells.groupby(["arch", "seed"], sort=True):
-        pooled = _pooled(run_dir, arch, seed, group, index)
+        pooled = _pooled(run, arch, seed, group, index)
         rows = pooled["rows"]
         truth, folds = data["masks"][rows], data["folds"][rows]
         threshold, _ = best_threshold(pooled["probs"].astype(np.float32) / 255, truth)
         threshold_plain, _ = best_threshold(pooled["probs_no_tta"].astype(np.float32) / 255, truth)
-        pred = pooled["probs"] > threshold * 255
+        pred = binarise(pooled["probs"], threshold)
         scores = tgs_precision(truth, pred)
         per_fold = pd.Series(scores).groupby(folds).mean()
         empty_truth, empty_pred = ~truth.any(axis=(1, 2)), ~pred.any(axis=(1, 2))
@@ -78,7 +55,7 @@ def aggregate(run_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
             "train_images_per_s": group["train_images_per_s"].mean(), "infer_images_per_s": group["infer_images_per_s"].mean(),
             "peak_mem_mb": group["peak_mem_mb"].max() if group["peak_mem_mb"].notna().any() else np.nan,
             "threshold": threshold, "score": scores.mean(),
-            "score_no_tta": _score_at(pooled["probs_no_tta"], truth, threshold_plain).mean(),
+            "score_no_tta": tgs_precision(truth, binarise(pooled["probs_no_tta"], threshold_plain)).mean(),
             "fold_mean": per_fold.mean(), "fold_std": per_fold.std(ddof=1) if len(per_fold) > 1 else np.nan,
             "iou": iou(truth, pred).mean(), "dice": dice(truth, pred).mean(),
             "empty_acc": (empty_truth == empty_pred).mean(),
@@ -109,13 +86,13 @@ def aggregate(run_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     board = board.sort_values("score", ascending=False).reset_index()
     board.insert(0, "rank", np.arange(1, len(board) + 1))
     per_image = pd.concat(image_rows, ignore_index=True)
-    bio.write_text(run_dir / "leaderboard.csv", board.to_csv(index=False))
-    bio.write_text(run_dir / "per_image.csv", per_image.to_csv(index=False))
-    _write_gallery(run_dir, data, board, per_image, gallery_probs)
+    atomic.write_text(run.leaderboard_file, board.to_csv(index=False))
+    atomic.write_text(run.per_image_file, per_image.to_csv(index=False))
+    _write_gallery(run, data, board, per_image, gallery_probs)
     return board, per_image
 
 
-def _write_gallery(run_dir: Path, data: dict, board: pd.DataFrame, per_image: pd.DataFrame,
+def _write_gallery(run: RunDir, data: dict, board: pd.DataFrame, per_image: pd.DataFrame,
                    probs: dict[str, np.ndarray], n_each: int = 2, n_disagree: int = 4) -> None:
     """The same validation images for every architecture: best, median and worst of the winner, then
     the images where architectures disagree most (largest spread of per-image score)."""
@@ -139,14 +116,13 @@ def _write_gallery(run_dir: Path, data: dict, board: pd.DataFrame, per_image: pd
     index = {str(i): k for k, i in enumerate(data["ids"])}
     rows = np.array([index[i] for i in ids])
     arrays = {f"probs_{a}": probs[a][rows] for a in board["arch"] if a in probs}
-    bio.write_npz(run_dir / "gallery.npz", ids=np.array(ids), labels=np.array(labels), images=data["images"][rows],
+    atomic.write_npz(run.gallery_file, ids=np.array(ids), labels=np.array(labels), images=data["images"][rows],
                   masks=data["masks"][rows], archs=np.array(list(arrays and [a[6:] for a in arrays])), **arrays)
 
 
-def all_empty_baseline(run_dir: Path) -> float:
+def all_empty_baseline(run_dir: Path | RunDir) -> float:
     """The TGS score of predicting every mask empty: the floor any learned model must clear."""
-    masks = load_data(run_dir)["masks"]
-    return float((~masks.any(axis=(1, 2))).mean())
+    return float(all_empty_scores(RunDir(run_dir).load_data()["masks"]).mean())
 
 
 def format_leaderboard(board: pd.DataFrame, baseline: float | None = None) -> str:

@@ -3,13 +3,16 @@
 The whole dataset lives on the device as uint8; a batch is an index gather; augmentation is batched on
 the device from a generator seeded by (seed, fold, epoch). After every epoch a checkpoint is written
 atomically, so a killed cell resumes at the last finished epoch and ends with the same result.
+
+``train_cell`` is a skeleton of phases: resume (``CellState``), ``train_one_epoch``, ``validate``,
+``finish`` (the final inference) and ``write_artefacts``.
 """
 from __future__ import annotations
 
 import io
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -18,31 +21,15 @@ import pandas as pd
 import torch
 
 import architectures
-from bench import io as bio
-from bench import losses
+from bench import atomic, losses
+from bench import rundir as layout
 from bench.augment import augment, make_generator, stream_seed
-from bench.config import Config, protocol_hash
-from bench.inference import autocast, from_network, predict_probs, to_network
+from bench.config import ArchPlan, ProtocolConfig
+from bench.inference import autocast, from_network, predict_probs, quantise, to_network
 from bench.metrics import iou, tgs_precision
+from bench.rundir import Cell
 
 INIT, EPOCH = 1, 2  # stream tags: model initialisation vs. per-epoch batch stream
-
-
-@dataclass(frozen=True)
-class Cell:
-    arch: str
-    fold: int
-    seed: int
-
-    @property
-    def name(self) -> str:
-        return f"fold{self.fold}-seed{self.seed}"
-
-    def dir(self, run_dir: Path) -> Path:
-        return Path(run_dir) / "cells" / self.arch / self.name
-
-    def is_done(self, run_dir: Path) -> bool:
-        return (self.dir(run_dir) / "metrics.json").is_file()
 
 
 @dataclass
@@ -68,10 +55,9 @@ EpochHook = Callable[[int, float], None]
 
 
 def batch_stream(
-    cfg: Config, data: DeviceData, train_idx: torch.Tensor, seed: int, fold: int, epoch: int
+    p: ProtocolConfig, data: DeviceData, train_idx: torch.Tensor, seed: int, fold: int, epoch: int
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Augmented (x in [0,1], y in {0,1}) float batches of one epoch; depends on (seed, fold, epoch) only."""
-    p = cfg.protocol
     gen = make_generator(data.images.device, seed, fold, epoch, EPOCH)
     order = train_idx[torch.randperm(len(train_idx), generator=gen, device=data.images.device)]
     bs = min(p.batch_size, len(order))
@@ -83,15 +69,15 @@ def batch_stream(
         yield augment(x, y, p.augment, gen)
 
 
-def _optimizer(cfg: Config, model: torch.nn.Module) -> torch.optim.Optimizer:
-    o = cfg.protocol.optimizer
+def _optimizer(p: ProtocolConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
+    o = p.optimizer
     if o.name == "sgd":
         return torch.optim.SGD(model.parameters(), lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay, nesterov=True)
     return torch.optim.AdamW(model.parameters(), lr=o.lr, weight_decay=o.weight_decay)
 
 
-def _scheduler(cfg: Config, opt: torch.optim.Optimizer, steps_per_epoch: int) -> Any:
-    s, epochs = cfg.protocol.scheduler, cfg.protocol.epochs
+def _scheduler(p: ProtocolConfig, opt: torch.optim.Optimizer, steps_per_epoch: int) -> Any:
+    s, epochs = p.scheduler, p.epochs
     if s.name == "plateau":
         return torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="max", factor=s.factor, patience=s.patience)
     warmup = s.warmup_epochs * steps_per_epoch
@@ -111,23 +97,24 @@ def _scheduler(cfg: Config, opt: torch.optim.Optimizer, steps_per_epoch: int) ->
 class Trainer:
     """Model, optimiser, schedule and loss of one cell; ``step`` is the harness's training step."""
 
-    def __init__(self, cfg: Config, cell: Cell, data: DeviceData, steps_per_epoch: int):
-        self.cfg, self.cell, self.data = cfg, cell, data
+    def __init__(self, plan: ArchPlan, cell: Cell, data: DeviceData, steps_per_epoch: int):
+        self.plan, self.cell, self.data = plan, cell, data
+        self.protocol = plan.protocol
         self.device = data.images.device
         torch.manual_seed(stream_seed(cell.seed, INIT))
-        self.model = architectures.create(cell.arch, in_channels=1, classes=1, **cfg.arch_kwargs(cell.arch)).to(self.device)
+        self.model = architectures.create(cell.arch, in_channels=1, classes=1, **plan.model).to(self.device)
         if self.device.type == "cuda":
             self.model = self.model.to(memory_format=torch.channels_last)
-        self.forward = torch.compile(self.model) if cfg.runtime.compile else self.model
-        self.optimizer = _optimizer(cfg, self.model)
-        self.scheduler = _scheduler(cfg, self.optimizer, steps_per_epoch)
-        loss = cfg.protocol.loss
+        self.forward = torch.compile(self.model) if plan.runtime.compile else self.model
+        self.optimizer = _optimizer(self.protocol, self.model)
+        self.scheduler = _scheduler(self.protocol, self.optimizer, steps_per_epoch)
+        loss = self.protocol.loss
         self.loss = losses.StagedLoss(loss.first, loss.then, loss.switch_epoch).to(self.device)
         self.size = tuple(data.images.shape[-2:])
 
     def step(self, x: torch.Tensor, y: torch.Tensor, epoch: int) -> torch.Tensor:
         """Forward, loss on the 101x101 crop, backward, optimiser and per-step schedule. Returns the loss."""
-        p = self.cfg.protocol
+        p = self.protocol
         xin = to_network((x - self.data.mean) / self.data.std, p.input)
         if self.device.type == "cuda":
             xin = xin.contiguous(memory_format=torch.channels_last)
@@ -145,7 +132,8 @@ class Trainer:
         return loss.detach()
 
     def state(self) -> dict[str, Any]:
-        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()}
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict()}
 
     def load_state(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
@@ -163,13 +151,160 @@ def _cpu_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 
 
-def _quantise(probs: torch.Tensor) -> np.ndarray:
-    """Probabilities as uint8 (p * 255, rounded): 101x101 per image, a quarter of float32."""
-    return (probs.clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
+@dataclass
+class Split:
+    """Fold ``k``'s train and validation images, on the device."""
+
+    train_idx: torch.Tensor
+    val_idx: torch.Tensor
+    val_images: torch.Tensor
+    val_truth: np.ndarray
+    steps_per_epoch: int
+
+    @classmethod
+    def of(cls, data: DeviceData, folds: np.ndarray, fold: int, batch_size: int) -> Split:
+        fold_t = torch.as_tensor(folds, device=data.images.device)
+        train_idx = torch.nonzero(fold_t != fold).flatten()
+        val_idx = torch.nonzero(fold_t == fold).flatten()
+        steps = max(len(train_idx) // min(batch_size, len(train_idx)), 1)
+        return cls(train_idx, val_idx, data.images[val_idx], data.masks[val_idx, 0].bool().cpu().numpy(), steps)
+
+
+@dataclass
+class CellState:
+    """Everything a killed cell needs to continue where it stopped; saved in ``checkpoint.pt`` after each epoch."""
+
+    epoch: int = 0  # the next epoch to train
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best_score: float = -1.0
+    best_epoch: int = -1
+    best_state: dict[str, torch.Tensor] | None = None
+    train_time: float = 0.0
+    train_images: int = 0
+    stop_reason: str = "completed all epochs"
+    stopped: bool = False
+
+    def to_checkpoint(self, protocol_hash: str, trainer: Trainer) -> dict[str, Any]:
+        return {"protocol_hash": protocol_hash, "trainer": trainer.state(), "cell": asdict(self)}
+
+    @classmethod
+    def resume(cls, path: Path, protocol_hash: str, trainer: Trainer) -> CellState:
+        """The state saved at ``path`` (loaded into ``trainer`` too), or a fresh one when there is none."""
+        if not path.is_file():
+            return cls()
+        ckpt = torch.load(path, map_location=trainer.device, weights_only=True)
+        if ckpt["protocol_hash"] != protocol_hash:
+            return cls()
+        trainer.load_state(ckpt["trainer"])
+        return cls(**ckpt["cell"])
+
+
+def train_one_epoch(trainer: Trainer, data: DeviceData, split: Split, cell: Cell, epoch: int,
+                    on_batch: BatchHook | None = None) -> tuple[float, int, bool]:
+    """One pass over the fold's training images: (mean loss, steps, whether every loss was finite)."""
+    torch.manual_seed(stream_seed(cell.seed, cell.fold, epoch, INIT))  # dropout draws, epoch-resumable
+    trainer.model.train()
+    loss_sum, n_steps = torch.zeros((), device=trainer.device), 0
+    for x, y in batch_stream(trainer.protocol, data, split.train_idx, cell.seed, cell.fold, epoch):
+        if on_batch is not None:
+            on_batch(epoch, x, y)
+        loss = trainer.step(x, y, epoch)
+        if not torch.isfinite(loss):
+            return float("nan"), n_steps, False
+        loss_sum += loss
+        n_steps += 1
+    return float(loss_sum) / max(n_steps, 1), n_steps, True
+
+
+def validate(trainer: Trainer, data: DeviceData, split: Split) -> tuple[float, float]:
+    """Mean TGS score and IoU of the fold's validation images at threshold 0.5, no TTA."""
+    probs, _ = predict_probs(trainer.model, split.val_images, trainer.protocol.input, data.mean, data.std, tta=False)
+    pred = (probs > 0.5).cpu().numpy()
+    return float(tgs_precision(split.val_truth, pred).mean()), float(iou(split.val_truth, pred).mean())
+
+
+def _epoch(trainer: Trainer, data: DeviceData, split: Split, cell: Cell, state: CellState, epoch: int,
+           on_batch: BatchHook | None) -> None:
+    """Train, validate and record one epoch in ``state``; a non-finite loss stops the cell."""
+    p, device = trainer.protocol, trainer.device
+    t0 = time.perf_counter()
+    train_loss, n_steps, finite = train_one_epoch(trainer, data, split, cell, epoch, on_batch)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    state.train_time += time.perf_counter() - t0
+    state.train_images += n_steps * min(p.batch_size, len(split.train_idx))
+    if not finite:
+        state.stop_reason, state.stopped = f"non-finite loss at epoch {epoch} step {n_steps}", True
+        return
+    score, val_iou = validate(trainer, data, split)
+    state.history.append({"epoch": epoch, "lr": trainer.optimizer.param_groups[0]["lr"], "train_loss": train_loss,
+                          "val_score": score, "val_iou": val_iou, "epoch_s": time.perf_counter() - t0})
+    if isinstance(trainer.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+        trainer.scheduler.step(score)
+    if score > state.best_score:
+        state.best_score, state.best_epoch, state.best_state = score, epoch, _cpu_state(trainer.model)
+    if p.early_stopping is not None and epoch - state.best_epoch >= p.early_stopping:
+        state.stop_reason, state.stopped = f"early stopping: no improvement for {p.early_stopping} epochs", True
+    state.epoch = epoch + 1
+
+
+@dataclass
+class Final:
+    """The cell's out-of-fold prediction by the weights it keeps, as uint8 probability levels."""
+
+    status: str
+    oof_tta: np.ndarray
+    oof_plain: np.ndarray
+    infer_images_per_s: float
+
+
+def finish(trainer: Trainer, data: DeviceData, split: Split, state: CellState) -> Final:
+    """Predict the fold's validation images with the kept weights (with and without flip TTA)."""
+    if state.best_state is None:  # no finished epoch: the cell predicts nothing, which the leaderboard scores honestly
+        empty = np.zeros((len(split.val_idx), *trainer.size), np.uint8)
+        return Final("diverged", empty, empty, float("nan"))
+    trainer.model.load_state_dict(state.best_state)
+    p = trainer.protocol
+    probs_tta, infer_ips = predict_probs(trainer.model, split.val_images, p.input, data.mean, data.std, tta=True)
+    probs_plain, _ = predict_probs(trainer.model, split.val_images, p.input, data.mean, data.std, tta=False)
+    return Final("ok", quantise(probs_tta), quantise(probs_plain), infer_ips)
+
+
+def cell_metrics(plan: ArchPlan, cell: Cell, trainer: Trainer, split: Split, state: CellState, final: Final,
+                 wall_s: float) -> dict[str, Any]:
+    """``metrics.json``: what the cell is, what it kept, how it went and what it cost."""
+    p, device = plan.protocol, trainer.device
+    described = architectures.describe(trainer.model, input_size=p.input.size, in_channels=1)
+    return {
+        "arch": cell.arch, "fold": cell.fold, "seed": cell.seed, "protocol_hash": plan.protocol_hash,
+        "status": final.status, "stop_reason": state.stop_reason, "arch_kwargs": plan.model,
+        "arch_train": plan.recipe_override, "encoder": plan.model["encoder"],
+        "params": described["params"], "macs": described["macs"], "output_stride": described["output_stride"],
+        "best_epoch": state.best_epoch, "epochs_run": len(state.history), "best_val_score": state.best_score,
+        "checkpoint": "model.pt holds the weights of the best epoch by validation TGS score (threshold 0.5, no TTA)",
+        "train_images_per_s": state.train_images / max(state.train_time, 1e-9),
+        "infer_images_per_s": final.infer_images_per_s,
+        "peak_mem_mb": torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None,
+        "device": str(device), "dtype": "bfloat16" if device.type == "cuda" else "float32",
+        "n_train": len(split.train_idx), "n_val": len(split.val_idx), "wall_s": wall_s,
+    }
+
+
+def write_artefacts(out_dir: Path, metrics: dict[str, Any], state: CellState, final: Final, val_ids: np.ndarray) -> None:
+    """The cell's files, ``metrics.json`` last: its presence marks the cell done."""
+    if state.best_state is not None:
+        atomic.write_bytes(out_dir / layout.MODEL, _to_bytes(state.best_state))
+    atomic.write_npz(out_dir / layout.OOF, ids=val_ids, probs=final.oof_tta, probs_no_tta=final.oof_plain)
+    atomic.write_text(out_dir / layout.HISTORY, pd.DataFrame(state.history, columns=list(HISTORY_COLUMNS)).to_csv(index=False))
+    atomic.write_json(out_dir / layout.METRICS, metrics)
+    (out_dir / layout.CHECKPOINT).unlink(missing_ok=True)
+
+
+HISTORY_COLUMNS = ("epoch", "lr", "train_loss", "val_score", "val_iou", "epoch_s")
 
 
 def train_cell(
-    cfg: Config,
+    plan: ArchPlan,
     cell: Cell,
     data: DeviceData,
     folds: np.ndarray,
@@ -186,125 +321,39 @@ def train_cell(
     """
     from tqdm.auto import tqdm
 
-    phash = protocol_hash(cfg)  # the shared protocol; the arch's own recipe is recorded beside it
-    arch_train = cfg.arch_train(cell.arch)
-    cfg = cfg.for_arch(cell.arch)
-    p, device = cfg.protocol, data.images.device
-    out_dir = Path(out_dir)
-    fold_t = torch.as_tensor(folds, device=device)
-    train_idx = torch.nonzero(fold_t != cell.fold).flatten()
-    val_idx = torch.nonzero(fold_t == cell.fold).flatten()
-    steps = max(len(train_idx) // min(p.batch_size, len(train_idx)), 1)
-    trainer = Trainer(cfg, cell, data, steps)
-    val_images = data.images[val_idx]
-    val_truth = data.masks[val_idx, 0].bool().cpu().numpy()
-
-    history: list[dict[str, Any]] = []
-    best = {"score": -1.0, "epoch": -1, "state": None}
-    start_epoch, stop_reason, train_time, train_images = 0, "completed all epochs", 0.0, 0
-    ckpt_path = out_dir / "checkpoint.pt"
-    if ckpt_path.is_file():
-        ckpt = torch.load(ckpt_path, map_location=device, weights_only=True)
-        if ckpt["protocol_hash"] == phash:
-            trainer.load_state(ckpt["trainer"])
-            history, best = ckpt["history"], ckpt["best"]
-            start_epoch, train_time, train_images = ckpt["epoch"] + 1, ckpt["train_time"], ckpt["train_images"]
+    out_dir, device = Path(out_dir), data.images.device
+    split = Split.of(data, folds, cell.fold, plan.protocol.batch_size)
+    trainer = Trainer(plan, cell, data, split.steps_per_epoch)
+    ckpt_path = out_dir / layout.CHECKPOINT
+    state = CellState.resume(ckpt_path, plan.protocol_hash, trainer)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     t_cell = time.perf_counter()
-
-    bar = tqdm(range(start_epoch, p.epochs), desc=f"{cell.arch} {cell.name}", unit="ep", leave=False, disable=not progress)
-    for epoch in bar:
-        torch.manual_seed(stream_seed(cell.seed, cell.fold, epoch, INIT))  # dropout draws, epoch-resumable
-        trainer.model.train()
-        t0 = time.perf_counter()
-        loss_sum, n_steps, finite = torch.zeros((), device=device), 0, True
-        for x, y in batch_stream(cfg, data, train_idx, cell.seed, cell.fold, epoch):
-            if on_batch is not None:
-                on_batch(epoch, x, y)
-            loss = trainer.step(x, y, epoch)
-            if not torch.isfinite(loss):
-                finite = False
-                break
-            loss_sum += loss
-            n_steps += 1
-            train_images += x.shape[0]
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        train_time += time.perf_counter() - t0
-        if not finite:
-            stop_reason = f"non-finite loss at epoch {epoch} step {n_steps}"
+    bar = tqdm(total=plan.protocol.epochs, initial=state.epoch, desc=f"{cell.arch} {cell.name}", unit="ep",
+               leave=False, disable=not progress)
+    while state.epoch < plan.protocol.epochs and not state.stopped:
+        epoch = state.epoch
+        _epoch(trainer, data, split, cell, state, epoch, on_batch)
+        if state.epoch == epoch:  # the epoch did not finish (non-finite loss)
             break
-        probs, _ = predict_probs(trainer.model, val_images, p.input, data.mean, data.std, tta=False)
-        pred = (probs > 0.5).cpu().numpy()
-        score = float(tgs_precision(val_truth, pred).mean())
-        row = {
-            "epoch": epoch,
-            "lr": trainer.optimizer.param_groups[0]["lr"],
-            "train_loss": float(loss_sum) / max(n_steps, 1),
-            "val_score": score,
-            "val_iou": float(iou(val_truth, pred).mean()),
-            "epoch_s": time.perf_counter() - t0,
-        }
-        history.append(row)
-        if isinstance(trainer.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-            trainer.scheduler.step(score)
-        if score > best["score"]:
-            best = {"score": score, "epoch": epoch, "state": _cpu_state(trainer.model)}
-        bar.set_postfix(loss=f"{row['train_loss']:.3f}", val=f"{score:.3f}", best=f"{best['score']:.3f}")
+        row = state.history[-1]
+        bar.update()
+        bar.set_postfix(loss=f"{row['train_loss']:.3f}", val=f"{row['val_score']:.3f}", best=f"{state.best_score:.3f}")
         if on_epoch is not None:
-            on_epoch(epoch, score)
-        patience_over = p.early_stopping is not None and epoch - best["epoch"] >= p.early_stopping
-        if patience_over:
-            stop_reason = f"early stopping: no improvement for {p.early_stopping} epochs"
-        ckpt = {
-            "protocol_hash": phash, "trainer": trainer.state(), "history": history, "best": best,
-            "epoch": epoch, "train_time": train_time, "train_images": train_images,
-        }
-        bio.write_bytes(ckpt_path, _to_bytes(ckpt))
-        if patience_over:
-            break
+            on_epoch(epoch, row["val_score"])
+        atomic.write_bytes(ckpt_path, _to_bytes(state.to_checkpoint(plan.protocol_hash, trainer)))
     bar.close()
 
-    status = "ok" if best["state"] is not None else "diverged"
-    if best["state"] is not None:
-        trainer.model.load_state_dict(best["state"])
-        probs_tta, infer_ips = predict_probs(trainer.model, val_images, p.input, data.mean, data.std, tta=True)
-        probs_plain, _ = predict_probs(trainer.model, val_images, p.input, data.mean, data.std, tta=False)
-        oof_tta, oof_plain = _quantise(probs_tta), _quantise(probs_plain)
-    else:  # no finished epoch: the cell predicts nothing, which the leaderboard then scores honestly
-        infer_ips = float("nan")
-        oof_tta = oof_plain = np.zeros((len(val_idx), *trainer.size), np.uint8)
-
-    described = architectures.describe(trainer.model, input_size=p.input.size, in_channels=1)
-    val_ids = np.array([data.ids[i] for i in val_idx.cpu().tolist()])
-    metrics = {
-        "arch": cell.arch, "fold": cell.fold, "seed": cell.seed, "protocol_hash": phash, "status": status,
-        "stop_reason": stop_reason, "arch_kwargs": cfg.arch_kwargs(cell.arch), "arch_train": arch_train,
-        "encoder": cfg.arch_kwargs(cell.arch)["encoder"],
-        "params": described["params"], "macs": described["macs"], "output_stride": described["output_stride"],
-        "best_epoch": best["epoch"], "epochs_run": len(history), "best_val_score": best["score"],
-        "checkpoint": "model.pt holds the weights of the best epoch by validation TGS score (threshold 0.5, no TTA)",
-        "train_images_per_s": train_images / max(train_time, 1e-9), "infer_images_per_s": infer_ips,
-        "peak_mem_mb": torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None,
-        "device": str(device), "dtype": "bfloat16" if device.type == "cuda" else "float32",
-        "n_train": len(train_idx), "n_val": len(val_idx), "wall_s": time.perf_counter() - t_cell,
-    }
-    if best["state"] is not None:
-        bio.write_bytes(out_dir / "model.pt", _to_bytes(best["state"]))
-    bio.write_npz(out_dir / "oof.npz", ids=val_ids, probs=oof_tta, probs_no_tta=oof_plain)
-    bio.write_text(out_dir / "history.csv", pd.DataFrame(history, columns=list(_HISTORY_COLUMNS)).to_csv(index=False))
-    bio.write_json(out_dir / "metrics.json", metrics)  # last: its presence marks the cell done
-    ckpt_path.unlink(missing_ok=True)
+    final = finish(trainer, data, split, state)
+    val_ids = np.array([data.ids[i] for i in split.val_idx.cpu().tolist()])
+    metrics = cell_metrics(plan, cell, trainer, split, state, final, time.perf_counter() - t_cell)
+    write_artefacts(out_dir, metrics, state, final, val_ids)
     return metrics
-
-
-_HISTORY_COLUMNS = ("epoch", "lr", "train_loss", "val_score", "val_iou", "epoch_s")
 
 
 def load_model(cell_dir: Path, device: torch.device) -> torch.nn.Module:
     """Rebuild a cell's model from its metrics.json and load its best-epoch weights (state dict only)."""
-    metrics = bio.read_json(Path(cell_dir) / "metrics.json")
+    metrics = atomic.read_json(Path(cell_dir) / layout.METRICS)
     model = architectures.create(metrics["arch"], in_channels=1, classes=1, **metrics["arch_kwargs"])
-    model.load_state_dict(torch.load(Path(cell_dir) / "model.pt", map_location="cpu", weights_only=True))
+    model.load_state_dict(torch.load(Path(cell_dir) / layout.MODEL, map_location="cpu", weights_only=True))
     return model.to(device).eval()

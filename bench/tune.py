@@ -8,7 +8,6 @@ a config layer that ``salt-bench run --config ... --config <study>.best.yaml`` u
 """
 from __future__ import annotations
 
-import argparse
 import json
 import re
 import shlex
@@ -22,16 +21,16 @@ from typing import Any, Callable
 
 import numpy as np
 import optuna
-import torch
 import yaml
 from optuna.trial import FrozenTrial, TrialState
 
+from bench import atomic, runner, runtime
 from bench import config as bconfig
-from bench import io as bio
-from bench import runner
 from bench.config import Config, protocol_hash
-from bench.errors import BenchError
-from bench.train import Cell, DeviceData, train_cell
+from bench.errors import BenchError, summary
+from bench.metrics import all_empty_scores
+from bench.rundir import METRICS, Cell, RunDir
+from bench.train import DeviceData, train_cell
 from bench.tune_space import DEFAULT_SPACE, Space, arch_section, load_space, with_arch
 
 TRIAL_DIR = "trial_dir"  # user attr; Optuna's retry callback copies it, so a retried trial resumes its cells
@@ -64,12 +63,7 @@ def open_storage(url: str, space: Space) -> optuna.storages.BaseStorage:
                 heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=hb["max_retry"]),
             )
     except Exception as exc:  # sqlalchemy raises many types (bad URL, missing driver, refused connection)
-        raise BenchError(f"--storage {mask_url(url)}: cannot open ({_one_line(exc)})") from None
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0][:300]}" if text else type(exc).__name__
+        raise BenchError(f"--storage {mask_url(url)}: cannot open ({summary(exc)})") from None
 
 
 def _signature(cfg: Config, arch: str, cells: list[Cell]) -> dict[str, Any]:
@@ -93,8 +87,8 @@ def _check_study(study: optuna.Study, sig: dict[str, Any], where: str) -> None:
 def empty_baseline(data: DeviceData, assignment: np.ndarray, cells: list[Cell]) -> float:
     """The objective of predicting no salt anywhere (the TGS score of an empty mask is 1 on empty truths,
     0 otherwise): a degenerate model scores this, and a short protocol's learners may not beat it."""
-    empty = (data.masks.flatten(1).amax(1) == 0).cpu().numpy()
-    return float(np.mean([empty[assignment == c.fold].mean() for c in cells]))
+    masks = data.masks[:, 0].cpu().numpy()
+    return float(np.mean([all_empty_scores(masks[assignment == c.fold]).mean() for c in cells]))
 
 
 def _drop_weights(trial_dir: Path) -> None:
@@ -132,11 +126,11 @@ def _train_trial(trial: optuna.Trial, cfg: Config, arch: str, space: Space, cell
     scores: list[float] = []
     for index, cell in enumerate(cells):
         out = trial_dir / cell.name
-        if (out / "metrics.json").is_file():  # a retried trial keeps the cells its first attempt finished
-            metrics = bio.read_json(out / "metrics.json")
+        if (out / METRICS).is_file():  # a retried trial keeps the cells its first attempt finished
+            metrics = atomic.read_json(out / METRICS)
         else:
             on_epoch = None if space.per_cell_pruning else _reporter(trial, index, cells, sum(scores), cfg.protocol.epochs)
-            metrics = train_cell(trial_cfg, cell, data, assignment, out, on_epoch=on_epoch, progress=progress)
+            metrics = train_cell(trial_cfg.plan(arch), cell, data, assignment, out, on_epoch=on_epoch, progress=progress)
         if metrics["status"] != "ok":
             raise TrialFailed(f"{cell.name} {metrics['status']}: {metrics['stop_reason']}")
         scores.append(metrics["best_val_score"])
@@ -168,7 +162,7 @@ def make_objective(cfg: Config, arch: str, space: Space, cells: list[Cell], data
             trial.set_user_attr("fail_reason", str(exc))
             raise
         except Exception as exc:
-            trial.set_user_attr("fail_reason", _one_line(exc))
+            trial.set_user_attr("fail_reason", summary(exc))
             trial.set_user_attr("fail_traceback", traceback.format_exc()[-4000:])
             raise
         except KeyboardInterrupt:
@@ -207,9 +201,10 @@ def write_best(study: optuna.Study, arch: str, path: Path, cfg: Config, config_p
     header = (
         f"# salt-bench tune: best trial {best.number} of study {study.study_name}, {best.value:.4f} = {OBJECTIVE} ({over}),\n"
         f"# under protocol {protocol_hash(cfg)}. Layer it on the config it was tuned with:\n"
-        f"#   salt-bench run {' '.join(f'--config {p}' for p in config_paths)} --config {path}{sets} --archs {arch} --out {run_dir}-tuned\n"
+        f"#   salt-bench run {' '.join(f'--config {p}' for p in config_paths)} --config {path}{sets} "
+        f"--archs {arch} --out {run_dir}-tuned\n"
     )
-    return bio.write_text(path, header + yaml.safe_dump({"architectures": {arch: section}}, sort_keys=False))
+    return atomic.write_text(path, header + yaml.safe_dump({"architectures": {arch: section}}, sort_keys=False))
 
 
 @dataclass
@@ -235,7 +230,7 @@ def tune_arch(cfg: Config, arch: str, space: Space, *, run_dir: Path, data: Devi
               progress: bool = False) -> Outcome:
     """Create or resume the study of ``arch`` and add ``n_trials`` trials (or run for ``timeout`` seconds)."""
     study_name = study_name or f"tune-{arch}"
-    tuning = Path(run_dir) / "tuning"
+    tuning = RunDir(run_dir).tuning_dir
     tuning.mkdir(parents=True, exist_ok=True)
     url = storage or f"sqlite:///{(tuning / f'{study_name}.db').resolve()}"
     cells = runner.grid(cfg, [arch], folds)
@@ -277,7 +272,8 @@ def tune_arch(cfg: Config, arch: str, space: Space, *, run_dir: Path, data: Devi
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         study.optimize(objective, n_trials=n_trials, timeout=timeout, catch=(Exception,), callbacks=[on_trial_end])
     trials = study.trials
-    counts = {s: sum(t.state == getattr(TrialState, s.upper()) for t in trials) for s in ("complete", "pruned", "fail", "running", "waiting")}
+    counts = {s: sum(t.state == getattr(TrialState, s.upper()) for t in trials)
+              for s in ("complete", "pruned", "fail", "running", "waiting")}
     best = study.best_trial if counts["complete"] else None
     return Outcome(arch, study_name, url, counts, added[0], best.number if best else None, best.value if best else None,
                    dict(best.params) if best else {}, write_best(study, arch, best_path, cfg, paths, sets, cells, run_dir), cells,
@@ -313,41 +309,36 @@ def _space_path(arg: str | None) -> Path:
     return in_project if not path.is_absolute() and not path.exists() and in_project.is_file() else path
 
 
-def main(args: argparse.Namespace) -> None:
-    paths = args.config
-    if not paths:
-        path, sentence = runner.default_config_path()
-        print(f"salt-bench tune: {sentence}")
-        paths = [str(path)]
-    cfg = bconfig.load(paths, args.overrides)
-    if args.all:
-        archs = list(cfg.architectures)
-    elif args.arch not in cfg.architectures:
-        raise BenchError(f"--arch: {args.arch!r} is not in the config's architectures ({', '.join(cfg.architectures)})")
-    else:
-        archs = [args.arch]
-    if args.n_trials is None and args.timeout is None:
+def tune(config_paths: list[str] | None, overrides: list[str], *, archs: list[str] | None, n_trials: int | None,
+         timeout: float | None, space_path: str | None = None, storage: str | None = None, study: str | None = None,
+         folds: list[int] | None = None, out: Path | None = None) -> list[Outcome]:
+    """``salt-bench tune``: one study per architecture in ``archs`` (None: every architecture of the config)."""
+    paths = runtime.config_paths(config_paths, "tune")
+    cfg = bconfig.load(paths, overrides)
+    every = archs is None
+    archs = list(cfg.architectures) if every else archs
+    for arch in archs:
+        if arch not in cfg.architectures:
+            raise BenchError(f"--arch: {arch!r} is not in the config's architectures ({', '.join(cfg.architectures)})")
+    if n_trials is None and timeout is None:
         raise BenchError("give a budget: --n-trials N (trials added by this command) and/or --timeout SECONDS")
-    if args.n_trials is not None and args.n_trials < 1 or args.timeout is not None and args.timeout <= 0:
-        raise BenchError("--n-trials and --timeout must be positive")
-    space = load_space(_space_path(args.space), cfg, archs)
-    runner.grid(cfg, archs, args.folds)  # check --folds before any work
-    run_dir = Path(args.out or Path("runs") / cfg.name)
-    device = runner.pick_device(cfg)
-    if cfg.runtime.threads:
-        torch.set_num_threads(cfg.runtime.threads)
-    runner.prepare(cfg, run_dir)
-    raw, assignment = runner.load_data(cfg, run_dir)
+    folds = [0] if folds is None else folds
+    space = load_space(_space_path(space_path), cfg, archs)
+    runner.grid(cfg, archs, folds)  # check --folds before any work
+    run = RunDir(out or runtime.default_run_dir(cfg))
+    device = runtime.setup(cfg)
+    runner.prepare(cfg, run)
+    raw, assignment = runner.load_data(cfg, run)
     data = DeviceData.from_arrays(raw.ids, raw.images, raw.masks, device)
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # one line per trial is printed here instead
-    print(f"salt-bench tune: config {' + '.join(paths)}, protocol {protocol_hash(cfg)}, space {space.path}, "
-          f"{space.pruner['name']} pruner, on {device}; run directory {run_dir}")
+    print(f"salt-bench tune: protocol {protocol_hash(cfg)}, space {space.path}, "
+          f"{space.pruner['name']} pruner, on {device}; run directory {run}")
     outcomes = []
     for arch in archs:
-        name = f"{args.study}-{arch}" if args.study and args.all else args.study
-        o = tune_arch(cfg, arch, space, run_dir=run_dir, data=data, assignment=assignment, folds=args.folds,
-                      n_trials=args.n_trials, timeout=args.timeout, storage=args.storage, study_name=name,
-                      config_paths=paths, overrides=args.overrides, progress=sys.stderr.isatty())
+        name = f"{study}-{arch}" if study and every else study
+        o = tune_arch(cfg, arch, space, run_dir=run.path, data=data, assignment=assignment, folds=folds,
+                      n_trials=n_trials, timeout=timeout, storage=storage, study_name=name,
+                      config_paths=paths, overrides=overrides, progress=sys.stderr.isatty())
         print(format_outcome(o) + "\n", flush=True)
         outcomes.append(o)
     if len(outcomes) > 1:
@@ -356,3 +347,4 @@ def main(args: argparse.Namespace) -> None:
             best = f"{o.best_value:.4f}" if o.best_value is not None else "-"
             print(f"{o.arch:<14} {sum(o.counts.values()):>6} {o.counts['complete']:>8} {o.counts['pruned']:>6} "
                   f"{o.counts['fail']:>6} {best:>7}  {o.best_yaml or '-'}")
+    return outcomes

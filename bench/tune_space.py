@@ -1,7 +1,7 @@
 """The search space of ``salt-bench tune``: a YAML file read and validated like a config.
 
 Parameters are named by config keys relative to ``architectures.<arch>.``: ``train.*`` is the
-architecture's training recipe (``architectures.<arch>.train``, see ``bench.config.ARCH_TRAIN_KEYS``),
+architecture's training recipe (``architectures.<arch>.train``, see ``bench.config.RECIPE_KEYS``),
 anything else is a model option of that architecture (``architectures/registry.py``). ``shared``
 parameters are identical for every architecture, which is what makes equal-budget tuning fair;
 ``architectures.<arch>`` adds decoder options that exist only for that architecture. Every bound and
@@ -11,6 +11,7 @@ trial runs, so a typo is a one-line error naming the file and the key, not a fai
 from __future__ import annotations
 
 import copy
+import dataclasses
 import inspect
 import warnings
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ import yaml
 
 import architectures
 from bench import config as bconfig
-from bench.config import ARCH_TRAIN_KEYS, Config
+from bench.config import RECIPE_KEYS, Config
 from bench.errors import BenchError
 
 DEFAULT_SPACE = bconfig.CONFIG_DIR / "tune" / "default.yaml"
@@ -186,20 +187,21 @@ def _check_param(param: Param, cfg: Config, arch: str, path: Path, where: str) -
     head = param.key.split(".")[0]
     if head == "train":
         sub = param.key.split(".")[1] if "." in param.key else ""
-        if sub not in ARCH_TRAIN_KEYS:
-            raise _err(path, where, f"not a per-architecture training setting (train.<{'|'.join(ARCH_TRAIN_KEYS)}>...)")
+        if sub not in RECIPE_KEYS:
+            raise _err(path, where, f"not a per-architecture training setting (train.<{'|'.join(RECIPE_KEYS)}>...)")
     else:
         allowed = {"encoder", "encoder_weights", *architectures.ARCHITECTURES[arch].defaults}
         if head not in allowed or "." in param.key:
             raise _err(path, where, f"not a model option of {arch} (valid: {', '.join(sorted(allowed))}, or train.*)")
     for value in param.candidates():
         source = f"{path}: {where}={value!r} for {arch}"
-        arch_cfg = with_arch(cfg, arch, arch_section(cfg, arch, {param.key: value}), source).for_arch(arch, source)
-        merged = arch_cfg.to_dict()
-        merged["architectures"] = {arch: {k: v for k, v in merged["architectures"][arch].items() if k != "train"}}
+        trial_cfg = with_arch(cfg, arch, arch_section(cfg, arch, {param.key: value}), source)
+        plan = trial_cfg.plan(arch, source)
+        merged = {**cfg.to_dict(), "protocol": dataclasses.asdict(plan.protocol),
+                  "architectures": {arch: trial_cfg.arch_options(arch)}}
         bconfig.from_dict(merged, source)  # the merged recipe obeys the protocol's own rules too
         if head != "train":
-            _check_builds(arch, {**arch_cfg.arch_kwargs(arch), "encoder_weights": None}, cfg.protocol.input.size,
+            _check_builds(arch, {**plan.model, "encoder_weights": None}, cfg.protocol.input.size,
                           path, where, value)
 
 
@@ -268,9 +270,11 @@ def load_space(path: str | Path | None, cfg: Config, archs: list[str]) -> Space:
     for arch, params in per_arch.items():
         for p in params:
             if p.key in shared_raw:
-                raise _err(path, f"architectures.{arch}.{p.key}", "also in 'shared': a shared knob must be the same for every architecture")
+                raise _err(path, f"architectures.{arch}.{p.key}",
+                           "also in 'shared': a shared knob must be the same for every architecture")
             if p.key.split(".")[0] in ("train", "encoder", "encoder_weights"):
-                raise _err(path, f"architectures.{arch}.{p.key}", "training recipe and encoder knobs belong in 'shared' (same for every architecture)")
+                raise _err(path, f"architectures.{arch}.{p.key}",
+                           "training recipe and encoder knobs belong in 'shared' (same for every architecture)")
     for arch in archs:
         for p in shared:
             _check_param(p, cfg, arch, path, f"shared.{p.key}")

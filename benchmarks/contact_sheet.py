@@ -60,7 +60,8 @@ def contact_sheet(out: Path, seed: int = 0, real_dir: Path = REAL_DIR) -> Path:
     img = Image.fromarray(sheet)
     draw = ImageDraw.Draw(img)
     draw.text((PAD, 3), f"synthetic (seed {seed})", fill=(0, 0, 0))
-    draw.text((synth.shape[1] + 20 + PAD, 3), "real TGS samples" if real else f"real samples not found in {real_dir}", fill=(0, 0, 0))
+    label = "real TGS samples" if real else f"real samples not found in {real_dir}"
+    draw.text((synth.shape[1] + 20 + PAD, 3), label, fill=(0, 0, 0))
     out.parent.mkdir(parents=True, exist_ok=True)
     img.save(out)
     return out

@@ -56,7 +56,7 @@ def main() -> None:
         for n in (int(w) for w in args.workers.split(",")):
             t0 = time.perf_counter()
             runner.run(cfg, Path(tmp) / f"ray{n}", archs=archs, progress=False, executor="ray",
-                       ray_options={"num_cpus": n})
+                       executor_options={"num_cpus": n})
             rows.append((f"ray, {n} worker{'s' * (n > 1)}", time.perf_counter() - t0))
         start = _ray_start_s(max(int(w) for w in args.workers.split(",")))
 

@@ -19,7 +19,8 @@ import torch
 import architectures
 from bench import config, losses
 from bench.inference import to_network
-from bench.train import Cell, DeviceData, Trainer, batch_stream
+from bench.rundir import Cell
+from bench.train import DeviceData, Trainer, batch_stream
 
 
 def _timed(fn, device: torch.device) -> float:
@@ -55,7 +56,7 @@ def main() -> None:
     masks = rng.random((n, 101, 101)) > 0.6
     data = DeviceData.from_arrays([f"{i:04d}" for i in range(n)], images, masks, device)
     all_idx = torch.arange(n, device=device)
-    x, y = next(batch_stream(cfg, data, all_idx, 0, 0, 0))
+    x, y = next(batch_stream(cfg.protocol, data, all_idx, 0, 0, 0))
     x_bare = to_network((x - data.mean) / data.std, cfg.protocol.input)
     y_bare = to_network(y, cfg.protocol.input)
 
@@ -65,8 +66,8 @@ def main() -> None:
     print(header)
     print("-" * len(header))
     for arch in args.archs.split(","):
-        trainer = Trainer(cfg, Cell(arch, 0, 0), data, steps_per_epoch=1000)
-        bare_model = architectures.create(arch, in_channels=1, classes=1, **cfg.arch_kwargs(arch)).to(device)
+        trainer = Trainer(cfg.plan(arch), Cell(arch, 0, 0), data, steps_per_epoch=1000)
+        bare_model = architectures.create(arch, in_channels=1, classes=1, **cfg.plan(arch).model).to(device)
         if device.type == "cuda":
             bare_model = bare_model.to(memory_format=torch.channels_last)
         bare_opt = torch.optim.AdamW(bare_model.parameters(), lr=1e-4)
@@ -84,7 +85,7 @@ def main() -> None:
                 trainer.step(x, y, epoch)
 
         def harness_with_data() -> None:
-            stream = batch_stream(cfg, data, all_idx, 0, 0, 1)
+            stream = batch_stream(cfg.protocol, data, all_idx, 0, 0, 1)
             for _ in range(args.steps):
                 xb, yb = next(stream, (x, y))
                 trainer.step(xb, yb, epoch)

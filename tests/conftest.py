@@ -42,7 +42,8 @@ def tiny_overrides(data_dir: Path, **extra: object) -> list[str]:
     (with the benchmark's 128 px reflect pad; test_engine covers the quick profile's resize)."""
     values = {
         "data.source": str(data_dir), "protocol.folds": 2, "protocol.epochs": 2, "protocol.batch_size": 8,
-        "protocol.model.encoder": "tu-test_resnet", "protocol.input.size": 128, "protocol.input.mode": "pad", "protocol.loss.then": "{lovasz: 1.0}", "protocol.loss.switch_epoch": 1, "runtime.threads": 1,
+        "protocol.model.encoder": "tu-test_resnet", "protocol.input.size": 128, "protocol.input.mode": "pad",
+        "protocol.loss.then": "{lovasz: 1.0}", "protocol.loss.switch_epoch": 1, "runtime.threads": 1,
         "runtime.device": "cpu",
     }
     values.update(extra)

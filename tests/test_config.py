@@ -23,8 +23,8 @@ def test_dotted_overrides_are_typed() -> None:
     cfg = config.load([QUICK], ["protocol.epochs=30", "architectures.unet.encoder=resnet50", "protocol.optimizer.lr=1e-4"])
     assert cfg.protocol.epochs == 30
     assert cfg.protocol.optimizer.lr == pytest.approx(1e-4)
-    assert cfg.arch_kwargs("unet")["encoder"] == "resnet50"
-    assert cfg.arch_kwargs("linknet")["encoder"] == cfg.protocol.model.encoder
+    assert cfg.plan("unet").model["encoder"] == "resnet50"
+    assert cfg.plan("linknet").model["encoder"] == cfg.protocol.model.encoder
 
 
 def test_layering_later_file_wins(tmp_path: Path) -> None:
@@ -75,11 +75,13 @@ def test_protocol_hash_ignores_architectures_and_runtime_only() -> None:
 
 def test_per_architecture_recipe_overrides_training_only() -> None:
     cfg = config.load([QUICK], ["architectures.unet.train.optimizer.lr=0.01", "architectures.unet.train.batch_size=4"])
-    unet, linknet = cfg.for_arch("unet"), cfg.for_arch("linknet")
+    unet, linknet = cfg.plan("unet"), cfg.plan("linknet")
     assert unet.protocol.optimizer.lr == 0.01 and unet.protocol.batch_size == 4
-    assert linknet.protocol == config.load([QUICK]).protocol
-    assert "train" not in cfg.arch_kwargs("unet")
+    assert unet.recipe.batch_size == 4 and unet.recipe_override == {"optimizer": {"lr": 0.01}, "batch_size": 4}
+    assert linknet.protocol == config.load([QUICK]).protocol and linknet.recipe_override == {}
+    assert "train" not in unet.model
     assert config.protocol_hash(cfg) == config.protocol_hash(config.load([QUICK]))
+    assert unet.protocol_hash == linknet.protocol_hash == config.protocol_hash(cfg)
     with pytest.raises(BenchError, match="architectures.unet.train.epochs: not a per-architecture setting"):
         config.load([QUICK], ["architectures.unet.train.epochs=3"])
     with pytest.raises(BenchError, match="architectures.unet.train.optimizer.lr: expected float"):

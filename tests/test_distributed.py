@@ -87,7 +87,7 @@ def test_ray_grid_matches_local_even_when_a_worker_is_killed(tiny_dataset: Path,
     killer.start()
     try:
         via_ray = runner.run(cfg, tmp_path / "ray", archs=ARCHS, progress=False, executor="ray",
-                             ray_options={"num_cpus": 2})
+                             executor_options={"num_cpus": 2})
     finally:
         stop.set()
         killer.join()
@@ -115,7 +115,7 @@ def test_ray_failed_cell_is_reported_and_the_others_are_kept(tiny_dataset: Path,
     broken.write_bytes(b"not a checkpoint")  # the worker's torch.load fails on it
 
     with pytest.raises(BenchError, match=r"1 of 2 cells failed .*unet fold0-seed0: "):
-        runner.run(cfg, tmp_path / "run", archs=["unet"], progress=False, executor="ray", ray_options={"num_cpus": 2})
+        runner.run(cfg, tmp_path / "run", archs=["unet"], progress=False, executor="ray", executor_options={"num_cpus": 2})
     assert (tmp_path / "run" / "cells" / "unet" / "fold1-seed0" / "metrics.json").is_file()
     assert not (tmp_path / "run" / "cells" / "unet" / "fold0-seed0" / "metrics.json").exists()
 
@@ -124,10 +124,10 @@ def test_ray_failed_cell_is_reported_and_the_others_are_kept(tiny_dataset: Path,
 def test_ray_request_no_node_can_meet_is_refused_not_queued_forever(tiny_dataset: Path, tmp_path: Path) -> None:
     with pytest.raises(BenchError, match=r"--gpus-per-cell 0 --cpus-per-cell 2: no node .*\(1 CPU/0 GPU\)"):
         runner.run(_tiny(tiny_dataset), tmp_path / "run", archs=["unet"], progress=False, executor="ray",
-                   ray_options={"num_cpus": 1, "cpus_per_cell": 2})
+                   executor_options={"num_cpus": 1, "cpus_per_cell": 2})
     with pytest.raises(BenchError, match=r"runtime.device is cuda but --gpus-per-cell is 0"):
         runner.run(_tiny(tiny_dataset, **{"runtime.device": "cuda"}), tmp_path / "run", archs=["unet"],
-                   progress=False, executor="ray", ray_options={"num_cpus": 1, "gpus_per_cell": 0})
+                   progress=False, executor="ray", executor_options={"num_cpus": 1, "gpus_per_cell": 0})
 
 
 def _session_processes(sid: int) -> list[int]:

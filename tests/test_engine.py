@@ -16,11 +16,12 @@ import pytest
 import torch
 
 from bench import config, runner
+from bench.atomic import read_json
 from bench.augment import augment
 from bench.config import AugmentConfig
 from bench.errors import BenchError
-from bench.io import read_json
-from bench.train import Cell, DeviceData, train_cell
+from bench.rundir import Cell
+from bench.train import DeviceData, train_cell
 from tests.conftest import tiny_overrides
 
 QUICK = config.CONFIG_DIR / "quick.yaml"
@@ -46,11 +47,11 @@ def test_two_architectures_see_bit_identical_batches(tiny_dataset: Path) -> None
             h.update(np.int64(epoch).tobytes() + x.numpy().tobytes() + y.numpy().tobytes())
 
         out = Path(tiny_dataset).parent / f"batches-{arch}"
-        train_cell(cfg, Cell(arch, 0, 0), device_data, assignment, out, on_batch=hook, progress=False)
+        train_cell(cfg.plan(arch), Cell(arch, 0, 0), device_data, assignment, out, on_batch=hook, progress=False)
         digests[arch] = h.hexdigest()
     assert digests["unet"] == digests["deeplabv3"]
     other = hashlib.sha256()
-    train_cell(cfg, Cell("unet", 1, 0), device_data, assignment, Path(tiny_dataset).parent / "batches-f1",
+    train_cell(cfg.plan("unet"), Cell("unet", 1, 0), device_data, assignment, Path(tiny_dataset).parent / "batches-f1",
                on_batch=lambda e, x, y: other.update(x.numpy().tobytes()), progress=False)
     assert other.hexdigest() != digests["unet"], "another fold must see another stream"
 

@@ -17,13 +17,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from bench import cli, config, postprocess, predict, results, runner
+from bench import cli, config, postprocess, predict, runner
+from bench.atomic import read_json, write_npz
 from bench.data import tgs
 from bench.data.rle import rle_decode
 from bench.inference import predict_probs
-from bench.io import read_json, write_npz
 from bench.metrics import best_threshold, tgs_score
 from bench.postprocess import Decision
+from bench.rundir import RunDir
 from bench.train import DeviceData, load_model
 from tests.conftest import tiny_overrides
 
@@ -65,8 +66,8 @@ def _hidden_masks(data_dir: Path, ids: list[str]) -> np.ndarray:
 
 def _in_memory_levels(run_dir: Path, data_dir: Path, members: list[str], tta: str) -> np.ndarray:
     """The test probability levels recomputed here from the cells' models, step by step."""
-    cfg = predict.load_run_config(run_dir)
-    data = results.load_data(run_dir)
+    cfg = RunDir(run_dir).config()
+    data = RunDir(run_dir).load_data()
     stats = DeviceData.from_arrays(data["ids"], data["images"], data["masks"], torch.device("cpu"))
     images = torch.from_numpy(tgs.load(data_dir).test_images()).unsqueeze(1)
     per_member = []
@@ -110,7 +111,7 @@ def test_cli_submission_with_salt_round_trips(tiny_run: Path, tiny_dataset: Path
     levels = _in_memory_levels(run_dir, tiny_dataset, ["unet"], "none")
     grid = np.round(np.linspace(0.05, 0.95, 19), 2)
     threshold = float(grid[np.argmin(np.abs(grid * 255 - np.median(levels)))])
-    data = results.load_data(run_dir)
+    data = RunDir(run_dir).load_data()
     index = {str(i): k for k, i in enumerate(data["ids"])}
     for oof in run_dir.glob("cells/unet/fold*-seed0/oof.npz"):
         with np.load(oof) as z:
@@ -212,8 +213,8 @@ def test_run_decision_is_recorded_and_matches_the_leaderboard(tiny_run: Path, tm
     assert entry["threshold"] == board.loc["unet", "threshold"]
     assert entry["score_raw"] == pytest.approx(board.loc["unet", "score"], abs=1e-12)
     assert entry["score_raw"] <= entry["score_post"]
-    data = results.load_data(run_dir)
-    cells = predict.cell_dirs(run_dir, predict.load_run_config(run_dir), predict.Selection(("unet",), "flip"),
+    data = RunDir(run_dir).load_data()
+    cells = predict.cell_dirs(RunDir(run_dir), RunDir(run_dir).config(), predict.Selection(("unet",), "flip"),
                               need_models=False)
     levels = predict.oof_probs(cells, data["ids"], "flip")
     decision = Decision(**{k: entry[k] for k in DECISION_FIELDS})
@@ -229,9 +230,9 @@ def test_ensemble_predicts_and_is_evaluated_on_oof(tiny_run: Path, tiny_dataset:
     assert ids == _sample_ids(tiny_dataset)
     np.testing.assert_array_equal(masks, _in_memory_masks(run_dir, tiny_dataset, ["unet", "linknet"], "none"))
 
-    data = results.load_data(run_dir)
-    cfg = predict.load_run_config(run_dir)
-    member = {a: predict.oof_probs(predict.cell_dirs(run_dir, cfg, predict.Selection((a,), "none"), need_models=False),
+    data = RunDir(run_dir).load_data()
+    cfg = RunDir(run_dir).config()
+    member = {a: predict.oof_probs(predict.cell_dirs(RunDir(run_dir), cfg, predict.Selection((a,), "none"), need_models=False),
                                    data["ids"], "none").astype(np.float64) for a in ("unet", "linknet")}
     mean_levels = np.round((member["unet"] + member["linknet"]) / 2).astype(np.uint8)
     entry = read_json(run_dir / "postprocess.json")["linknet+unet@none"]

@@ -17,11 +17,12 @@ import yaml
 from optuna.trial import TrialState
 
 from bench import cli, config, runner, tune
+from bench.atomic import read_json
 from bench.data import folds as bfolds
 from bench.data import source
 from bench.errors import BenchError
-from bench.io import read_json
-from bench.train import Cell, DeviceData
+from bench.rundir import Cell
+from bench.train import DeviceData
 from bench.tune_space import load_space
 from tests.conftest import tiny_overrides
 
@@ -269,7 +270,8 @@ def test_space_errors_are_one_line_naming_file_and_key(tmp_path: Path, text: str
 def test_cli_space_error_exits_2_with_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     path = tmp_path / "space.yaml"
     path.write_text("shared: {train.optimizer.lr: {type: float, low: 0.1, high: 0.01}}\n")
-    argv = ["tune", "--config", str(QUICK), "--arch", "unet", "--n-trials", "1", "--space", str(path), "--out", str(tmp_path / "r")]
+    argv = ["tune", "--config", str(QUICK), "--arch", "unet", "--n-trials", "1", "--space", str(path),
+            "--out", str(tmp_path / "r")]
     assert cli.main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and str(path) in err[0] and "shared.train.optimizer.lr" in err[0]

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench import io
+from bench import atomic
 from bench.errors import BenchError, one_line
 
 N_CLASSES = 11  # coverage classes 0 (empty) .. 10 (more than 90% salt)
@@ -81,7 +81,7 @@ def load_or_make_splits(
     if path.exists():
         return _read_splits(path, ids, fingerprint, k, seed)
     folds = make_folds(masks, k=k, seed=seed)
-    io.write_json(path, {
+    atomic.write_json(path, {
         "fingerprint": fingerprint,
         "k": k,
         "seed": seed,
@@ -141,7 +141,7 @@ def export_imagesets(ids: Sequence[str], folds: np.ndarray, out_dir: str | Path)
             "trainval": ids,
         }
         for name, members in lines.items():
-            io.write_text(out_dir / f"fold{fold}" / f"{name}.txt", "".join(f"{m}\n" for m in members))
+            atomic.write_text(out_dir / f"fold{fold}" / f"{name}.txt", "".join(f"{m}\n" for m in members))
     return out_dir
 
 

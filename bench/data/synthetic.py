@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from bench import io
+from bench import atomic
 from bench.data import tgs
 
 SIZE = 101
@@ -74,7 +74,7 @@ def write_dataset(root: str | Path, n_train: int = 4000, n_test: int = 18000, se
     data = generate(n_train, n_test, seed)
     tgs.write(root, data.ids, data.images, data.masks, depths=data.depths,
               test_ids=data.test_ids, test_images=data.test_images)
-    io.write_npz(root / "synthetic_test_masks.npz", ids=np.asarray(data.test_ids), masks=data.test_masks)
+    atomic.write_npz(root / "synthetic_test_masks.npz", ids=np.asarray(data.test_ids), masks=data.test_masks)
     return root
 
 

@@ -15,7 +15,7 @@ silently mis-read dataset is worse than no benchmark.
 from __future__ import annotations
 
 import csv
-import io as _stdio
+import io
 import os
 import re
 import shutil
@@ -152,7 +152,7 @@ def _read_csv(path: Path, header: list[str]) -> list[tuple[int, list[str]]]:
     except (OSError, UnicodeDecodeError) as exc:
         raise BenchError(f"{path}: unreadable CSV ({one_line(exc)})") from None
     try:
-        rows = list(csv.reader(_stdio.StringIO(text, newline=""), strict=True))
+        rows = list(csv.reader(io.StringIO(text, newline=""), strict=True))
     except csv.Error as exc:
         raise BenchError(f"{path}: malformed CSV ({one_line(exc)})") from None
     if not rows or rows[0] != header:

@@ -2,10 +2,8 @@
 no network access when opened). Every string from data or config goes through Jinja2 autoescape."""
 from __future__ import annotations
 
-import argparse
 import json
 import math
-import webbrowser
 from pathlib import Path
 from typing import Any
 
@@ -14,9 +12,10 @@ import pandas as pd
 import yaml
 from markupsafe import Markup
 
-from bench import io as bio
+from bench import atomic
 from bench.report import gallery, plots, stats, tables, tuning
 from bench.report.load import RunData, load_run
+from bench.rundir import RunDir
 
 SECTIONS = [
     ("header", "Run"), ("leaderboard", "Leaderboard"), ("significance", "Significance"), ("folds", "Per fold"),
@@ -54,17 +53,12 @@ def _summary(run: RunData, comparison: pd.DataFrame | None) -> dict[str, Any]:
     return out
 
 
-def _switch_epoch(run: RunData) -> int | None:
-    loss = run.protocol.get("protocol", {}).get("protocol", {}).get("loss") or {}
-    return loss.get("switch_epoch") if loss.get("then") else None
-
-
 def _figures(run: RunData, order: list[str]) -> dict[str, str | None]:
     colours = plots.palette(order)
     counts = run.per_image.drop_duplicates("id").groupby("coverage_class").size()
     return {
         "folds": plots.fold_plot(run.per_image, order, colours),
-        "curves": plots.curves_plot(run.history, order, colours, _switch_epoch(run)) if not run.history.empty else None,
+        "curves": plots.curves_plot(run.history, order, colours, run.switch_epoch) if not run.history.empty else None,
         "coverage": plots.coverage_heatmap(run.board, counts),
         "pareto": plots.pareto_plot(run.board, colours, run.baseline),
     }
@@ -72,11 +66,10 @@ def _figures(run: RunData, order: list[str]) -> dict[str, str | None]:
 
 def context(run: RunData) -> dict[str, Any]:
     """Everything the template shows, computed from the run directory alone."""
-    proto = run.protocol.get("protocol", {})
     ctx: dict[str, Any] = {
         "run": run, "sections": SECTIONS, "config_name": run.config.get("name"),
-        "date": run.env.get("time"), "protocol_hash": run.protocol.get("hash"),
-        "protocol_json": json.dumps(proto, indent=2, sort_keys=True),
+        "date": run.env.get("time"), "protocol_hash": run.protocol_hash,
+        "protocol_json": json.dumps(run.protocol_record, indent=2, sort_keys=True),
         "config_yaml": yaml.safe_dump(run.config, sort_keys=False) if run.config else "",
         "env": [(label, run.env[key]) for key, label in ENV_KEYS if run.env.get(key) not in (None, "")],
         "n_images": int(run.per_image["id"].nunique()) if run.has_cells else None,
@@ -96,9 +89,9 @@ def context(run: RunData) -> dict[str, Any]:
         "n_folds": int(run.per_image["fold"].nunique()),
         "figures": _figures(run, order),
         "gallery": gallery.gallery_rows(run.gallery, run.board, run.per_image) if run.gallery else [],
-        "ensembles": Markup(tables.ensembles(pd.read_csv(run.run_dir / "ensembles.csv", keep_default_na=False,
+        "ensembles": Markup(tables.ensembles(pd.read_csv(RunDir(run.run_dir).ensembles_file, keep_default_na=False,
                                                              na_values={"empty_max_prob": [""]})))
-        if (run.run_dir / "ensembles.csv").is_file() else None,
+        if RunDir(run.run_dir).ensembles_file.is_file() else None,
         "diverged": run.cells[run.cells["status"] != "ok"][["arch", "fold", "seed", "stop_reason"]].to_dict("records"),
     })
     return ctx
@@ -112,12 +105,5 @@ def build_report(run_dir: Path, out: Path | None = None) -> Path:
     """Write the report of ``run_dir`` (default ``reports/<run name>/index.html``) atomically; return its path."""
     run = load_run(Path(run_dir))
     path = Path(out) if out is not None else Path("reports") / run.name / "index.html"
-    bio.write_text(path, render(run))
+    atomic.write_text(path, render(run))
     return path
-
-
-def main(args: argparse.Namespace) -> None:
-    path = build_report(Path(args.run_dir), Path(args.out) if args.out else None)
-    print(f"report: {path}")
-    if args.open:
-        webbrowser.open(path.resolve().as_uri())

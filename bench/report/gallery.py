@@ -2,13 +2,15 @@
 101x101 (the page scales them up with crisp pixels), so each tile is a few kilobytes."""
 from __future__ import annotations
 
-import base64
 import io
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from PIL import Image
+
+from bench.metrics import binarise
+from bench.report.plots import data_uri
 
 TRUTH = np.array([255, 210, 0], np.float32)  # salt in the truth tile
 HIT = np.array([40, 200, 70], np.float32)  # predicted salt where there is salt
@@ -21,7 +23,7 @@ _ALPHA = 0.55
 def _uri(rgb: np.ndarray) -> str:
     buf = io.BytesIO()
     Image.fromarray(rgb.astype(np.uint8), mode="RGB").save(buf, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+    return data_uri(buf.getvalue())
 
 
 def _overlay(image: np.ndarray, layers: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
@@ -48,7 +50,7 @@ def gallery_rows(gallery: dict[str, np.ndarray], board: pd.DataFrame, per_image:
         tiles = [{"title": "image", "src": _uri(_overlay(image, [])), "caption": ""},
                  {"title": "truth", "src": _uri(_overlay(image, [(truth, TRUTH)])), "caption": f"{truth.mean():.0%} salt"}]
         for arch in order:
-            pred = gallery[f"probs_{arch}"][k] > thresholds[arch] * 255
+            pred = binarise(gallery[f"probs_{arch}"][k], thresholds[arch])
             layers = [(pred & truth, HIT), (pred & ~truth, FALSE_POS), (~pred & truth, MISSED)]
             score = scores.get((arch, str(image_id)))
             tiles.append({"title": arch, "src": _uri(_overlay(image, layers)),

@@ -18,6 +18,7 @@ import yaml
 from bench import results
 from bench.errors import BenchError
 from bench.report.stats import fold_ratio
+from bench.rundir import HISTORY, Cell, RunDir
 
 _CSV = {"keep_default_na": False, "na_values": [""]}  # an id such as "NA" or "1e5" stays a string
 
@@ -28,8 +29,9 @@ class RunData:
 
     run_dir: Path
     name: str
-    config: dict[str, Any]
-    protocol: dict[str, Any]
+    config: dict[str, Any]  # config.yaml as written
+    protocol_hash: str | None
+    protocol_record: dict[str, Any]  # protocol.json's "protocol": {"data": ..., "protocol": ...}
     env: dict[str, Any]
     splits: dict[str, Any]
     cells: pd.DataFrame
@@ -45,6 +47,17 @@ class RunData:
     @property
     def has_cells(self) -> bool:
         return not self.board.empty
+
+    @property
+    def protocol(self) -> dict[str, Any]:
+        """The shared protocol section (folds, seeds, loss, ...) as recorded in protocol.json."""
+        return self.protocol_record.get("protocol") or {}
+
+    @property
+    def switch_epoch(self) -> int | None:
+        """The epoch the staged loss switches at, when it has a second stage."""
+        loss = self.protocol.get("loss") or {}
+        return loss.get("switch_epoch") if loss.get("then") else None
 
 
 def _read_json(path: Path, required: bool = False) -> dict[str, Any]:
@@ -75,78 +88,78 @@ def _cell_key(frame: pd.DataFrame) -> set[tuple[str, int, int]]:
     return {(str(a), int(f), int(s)) for a, f, s in frame[["arch", "fold", "seed"]].drop_duplicates().itertuples(index=False)}
 
 
-def _fresh(run_dir: Path, cells: pd.DataFrame) -> bool:
+def _fresh(run: RunDir, cells: pd.DataFrame) -> bool:
     """True when leaderboard.csv and per_image.csv were written after the last cell and cover exactly its cells."""
-    board, per_image = run_dir / "leaderboard.csv", run_dir / "per_image.csv"
+    board, per_image = run.leaderboard_file, run.per_image_file
     if not (board.is_file() and per_image.is_file()):
         return False
-    newest = max(p.stat().st_mtime for p in run_dir.glob("cells/*/fold*-seed*/metrics.json"))
+    newest = run.newest_cell_mtime()
     if min(board.stat().st_mtime, per_image.stat().st_mtime) < newest:
         return False
     images = pd.read_csv(per_image, usecols=["arch", "fold", "seed"])
     return _cell_key(images) == _cell_key(cells)
 
 
-def _tables(run_dir: Path, cells: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _tables(run: RunDir, cells: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     if cells.empty:
         return pd.DataFrame(), pd.DataFrame()
-    if not (run_dir / "data.npz").is_file():
-        raise BenchError(f"{run_dir / 'data.npz'}: missing, but the run has finished cells")
-    if _fresh(run_dir, cells):
-        board = pd.read_csv(run_dir / "leaderboard.csv", dtype={"arch": str, "encoder": str}, **_CSV)
-        per_image = pd.read_csv(run_dir / "per_image.csv", dtype={"id": str, "arch": str}, **_CSV)
+    if not run.data_file.is_file():
+        raise BenchError(f"{run.data_file}: missing, but the run has finished cells")
+    if _fresh(run, cells):
+        board = pd.read_csv(run.leaderboard_file, dtype={"arch": str, "encoder": str}, **_CSV)
+        per_image = pd.read_csv(run.per_image_file, dtype={"id": str, "arch": str}, **_CSV)
         return board, per_image
-    return results.aggregate(run_dir)
+    return results.aggregate(run)
 
 
-def _histories(run_dir: Path, cells: pd.DataFrame) -> pd.DataFrame:
+def _histories(run: RunDir, cells: pd.DataFrame) -> pd.DataFrame:
     frames = []
     for cell in cells.itertuples():
-        path = run_dir / "cells" / cell.arch / f"fold{cell.fold}-seed{cell.seed}" / "history.csv"
+        path = run.cell_dir(Cell(cell.arch, int(cell.fold), int(cell.seed))) / HISTORY
         if path.is_file():
             frame = pd.read_csv(path)
             frames.append(frame.assign(arch=cell.arch, fold=cell.fold, seed=cell.seed))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
-def _gallery(run_dir: Path) -> dict[str, np.ndarray] | None:
-    path = run_dir / "gallery.npz"
+def _gallery(run: RunDir) -> dict[str, np.ndarray] | None:
+    path = run.gallery_file
     if not path.is_file():
         return None
     with np.load(path, allow_pickle=False) as z:
         return {k: z[k] for k in z.files}
 
 
-def _missing(config: dict[str, Any], protocol: dict[str, Any], cells: pd.DataFrame) -> tuple[list[tuple[str, int, int]], int]:
+def _missing(config: dict[str, Any], proto: dict[str, Any], cells: pd.DataFrame) -> tuple[list[tuple[str, int, int]], int]:
     """Cells of the configured grid without metrics.json, and the grid size."""
-    proto = (protocol.get("protocol") or {}).get("protocol") or {}
     archs = list((config.get("architectures") or {}).keys())
     grid = [(a, f, s) for a in archs for f in range(int(proto.get("folds", 0))) for s in proto.get("seeds", [])]
     done = _cell_key(cells) if not cells.empty else set()
     return [c for c in grid if c not in done], len(grid)
 
 
-def load_run(run_dir: Path) -> RunData:
+def load_run(run_dir: Path | RunDir) -> RunData:
     """Parse a run directory; a directory that is not a run is a one-line ``BenchError``."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise BenchError(f"{run_dir}: no such run directory")
-    if not (run_dir / "protocol.json").is_file():
-        raise BenchError(f"{run_dir}: not a salt-bench run directory (no protocol.json)")
-    protocol = _read_json(run_dir / "protocol.json", required=True)
-    config = _read_config(run_dir / "config.yaml")
-    splits = _read_json(run_dir / "splits.json")
+    run = RunDir(run_dir)
+    if not run.path.is_dir():
+        raise BenchError(f"{run}: no such run directory")
+    if not run.protocol_file.is_file():
+        raise BenchError(f"{run}: not a salt-bench run directory (no protocol.json)")
+    protocol = _read_json(run.protocol_file, required=True)
+    config = _read_config(run.config_file)
+    splits = _read_json(run.splits_file)
     splits.pop("folds", None)
-    cells = results.cell_metrics(run_dir)
-    board, per_image = _tables(run_dir, cells)
-    missing, expected = _missing(config, protocol, cells)
-    run = RunData(
-        run_dir=run_dir, name=run_dir.resolve().name, config=config, protocol=protocol,
-        env=_read_json(run_dir / "env.json"), splits=splits, cells=cells, board=board, per_image=per_image,
-        history=_histories(run_dir, cells) if not cells.empty else pd.DataFrame(),
-        gallery=_gallery(run_dir) if not cells.empty else None, missing=missing, expected=expected,
+    cells = run.metrics_table()
+    board, per_image = _tables(run, cells)
+    record = protocol.get("protocol") or {}
+    missing, expected = _missing(config, record.get("protocol") or {}, cells)
+    data = RunData(
+        run_dir=run.path, name=run.path.resolve().name, config=config, protocol_hash=protocol.get("hash"),
+        protocol_record=record, env=_read_json(run.env_file), splits=splits, cells=cells, board=board,
+        per_image=per_image, history=_histories(run, cells) if not cells.empty else pd.DataFrame(),
+        gallery=_gallery(run) if not cells.empty else None, missing=missing, expected=expected,
     )
-    if (run_dir / "data.npz").is_file():
-        run.baseline = results.all_empty_baseline(run_dir)
-        run.test_train_ratio = fold_ratio(results.load_data(run_dir)["folds"])
-    return run
+    if run.data_file.is_file():
+        data.baseline = results.all_empty_baseline(run)
+        data.test_train_ratio = fold_ratio(run.load_data()["folds"])
+    return data

@@ -15,7 +15,7 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 from matplotlib.ticker import FuncFormatter, MaxNLocator  # noqa: E402
 
-from bench.results import N_CLASSES  # noqa: E402
+from bench.data.folds import N_CLASSES  # noqa: E402
 
 _RC = {**sns.axes_style("whitegrid"), "font.size": 10, "axes.titlesize": 11, "axes.labelsize": 10,
        "figure.dpi": 100, "savefig.dpi": 100}
@@ -35,7 +35,12 @@ def png_uri(fig: plt.Figure) -> str:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", bbox_inches="tight", metadata={"Software": None})
     plt.close(fig)
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+    return data_uri(buf.getvalue())
+
+
+def data_uri(png: bytes) -> str:
+    """PNG bytes as a data URI: the report embeds every image, so it opens with no network and no files."""
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
 def fold_scores(per_image: pd.DataFrame) -> pd.DataFrame:
@@ -64,7 +69,8 @@ def curves_plot(history: pd.DataFrame, order: list[str], colours: Palette, switc
     data = history.assign(epoch=history["epoch"] + 1)
     with plt.rc_context(_RC):
         fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
-        for ax, column, label in ((axes[0], "train_loss", "train loss"), (axes[1], "val_score", "validation TGS (thr 0.5, no TTA)")):
+        panels = ((axes[0], "train_loss", "train loss"), (axes[1], "val_score", "validation TGS (thr 0.5, no TTA)"))
+        for ax, column, label in panels:
             sns.lineplot(data=data, x="epoch", y=column, hue="arch", hue_order=order, palette=colours,
                          errorbar="sd", marker="o", markersize=4, ax=ax, legend=ax is axes[1])
             ax.set(ylabel=label, title=label)
@@ -111,7 +117,8 @@ def _front(x: np.ndarray, y: np.ndarray, higher_x_better: bool) -> np.ndarray:
 
 def pareto_plot(board: pd.DataFrame, colours: Palette, baseline: float | None) -> str:
     """Score vs size and score vs inference speed; the dashed line joins the Pareto-optimal architectures."""
-    panels = (("params", 1e-6, "parameters (millions, log)", False), ("infer_images_per_s", 1.0, "inference images/s (log)", True))
+    panels = (("params", 1e-6, "parameters (millions, log)", False),
+              ("infer_images_per_s", 1.0, "inference images/s (log)", True))
     with plt.rc_context(_RC):
         fig, axes = plt.subplots(1, 2, figsize=(11, 4))
         for ax, (column, scale, label, higher_better) in zip(axes, panels):

@@ -1,0 +1,175 @@
+"""The run directory: its layout and its inverse, in one place.
+
+```
+<run>/config.yaml  protocol.json  splits.json  env.json  data.npz  ImageSets/
+<run>/cells/<arch>/fold<k>-seed<s>/  metrics.json  history.csv  oof.npz  model.pt  checkpoint.pt
+<run>/leaderboard.csv  per_image.csv  gallery.npz  postprocess.json  ensembles.csv  submission.csv
+<run>/tuning/<study>.db  <study>.best.yaml  <study>/trial-<n>/<cell>/
+```
+
+Every other module asks a ``RunDir`` for a path, a cell or a table; none builds a run-directory path itself.
+A cell is done exactly when its ``metrics.json`` exists (written last, atomically).
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from bench import atomic
+from bench.errors import BenchError
+
+METRICS, HISTORY, OOF, MODEL, CHECKPOINT = "metrics.json", "history.csv", "oof.npz", "model.pt", "checkpoint.pt"
+_CELL_NAME = re.compile(r"fold(\d+)-seed(\d+)")
+
+
+@dataclass(frozen=True, order=True)
+class Cell:
+    """One unit of work: an architecture trained on one fold with one seed."""
+
+    arch: str
+    fold: int
+    seed: int
+
+    @property
+    def name(self) -> str:
+        return f"fold{self.fold}-seed{self.seed}"
+
+    @classmethod
+    def parse(cls, arch: str, name: str) -> Cell | None:
+        """The inverse of ``name``; None for a folder that is not a cell."""
+        m = _CELL_NAME.fullmatch(name)
+        return cls(arch, int(m.group(1)), int(m.group(2))) if m else None
+
+
+class RunDir:
+    """A run directory on disk (it need not exist yet)."""
+
+    def __init__(self, path: str | Path | RunDir):
+        self.path = Path(path.path if isinstance(path, RunDir) else path)
+
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.path)!r})"
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+    # files of the run
+    @property
+    def config_file(self) -> Path:
+        return self.path / "config.yaml"
+
+    @property
+    def protocol_file(self) -> Path:
+        return self.path / "protocol.json"
+
+    @property
+    def splits_file(self) -> Path:
+        return self.path / "splits.json"
+
+    @property
+    def env_file(self) -> Path:
+        return self.path / "env.json"
+
+    @property
+    def data_file(self) -> Path:
+        return self.path / "data.npz"
+
+    @property
+    def imagesets_dir(self) -> Path:
+        return self.path / "ImageSets"
+
+    @property
+    def leaderboard_file(self) -> Path:
+        return self.path / "leaderboard.csv"
+
+    @property
+    def per_image_file(self) -> Path:
+        return self.path / "per_image.csv"
+
+    @property
+    def gallery_file(self) -> Path:
+        return self.path / "gallery.npz"
+
+    @property
+    def postprocess_file(self) -> Path:
+        return self.path / "postprocess.json"
+
+    @property
+    def ensembles_file(self) -> Path:
+        return self.path / "ensembles.csv"
+
+    @property
+    def submission_file(self) -> Path:
+        return self.path / "submission.csv"
+
+    @property
+    def tuning_dir(self) -> Path:
+        return self.path / "tuning"
+
+    @property
+    def cells_dir(self) -> Path:
+        return self.path / "cells"
+
+    # cells
+    def cell_dir(self, cell: Cell) -> Path:
+        return self.cells_dir / cell.arch / cell.name
+
+    def is_done(self, cell: Cell) -> bool:
+        return (self.cell_dir(cell) / METRICS).is_file()
+
+    def done_cells(self) -> list[Cell]:
+        """Every finished cell, sorted (arch, fold, seed)."""
+        found = []
+        for metrics in self.cells_dir.glob(f"*/*/{METRICS}"):
+            cell = Cell.parse(metrics.parent.parent.name, metrics.parent.name)
+            if cell is not None:
+                found.append(cell)
+        return sorted(found)
+
+    def trained_archs(self) -> list[str]:
+        return sorted(p.name for p in self.cells_dir.glob("*") if p.is_dir())
+
+    def cell_metrics(self, cell: Cell) -> dict[str, Any]:
+        return atomic.read_json(self.cell_dir(cell) / METRICS)
+
+    def metrics_table(self) -> pd.DataFrame:
+        """One row per finished cell (its metrics.json), in the order of ``done_cells``."""
+        cells = sorted(self.done_cells(), key=lambda c: str(self.cell_dir(c)))
+        return pd.DataFrame([self.cell_metrics(c) for c in cells])
+
+    def newest_cell_mtime(self) -> float:
+        return max((self.cell_dir(c) / METRICS).stat().st_mtime for c in self.done_cells())
+
+    # the run's own records
+    def protocol(self) -> dict[str, Any]:
+        """``protocol.json``: ``{"hash": ..., "protocol": {"data": ..., "protocol": ...}}``, or {} before the first run."""
+        return atomic.read_json(self.protocol_file) if self.protocol_file.is_file() else {}
+
+    def protocol_hash(self) -> str | None:
+        return self.protocol().get("hash")
+
+    def config(self) -> Any:
+        """The run's typed config (``config.yaml``); a directory without one is a one-line error."""
+        from bench import config as bconfig
+
+        if not self.config_file.is_file():
+            raise BenchError(f"{self.config_file}: missing; {self.path} is not a run directory (made by `salt-bench run`)")
+        return bconfig.load([self.config_file])
+
+    def save_data(self, ids: list[str], images: np.ndarray, masks: np.ndarray, folds: np.ndarray) -> None:
+        """The train images, masks and folds every cell of the run reads (Ray workers and the report too)."""
+        atomic.write_npz(self.data_file, ids=np.array(ids), images=images.astype(np.uint8),
+                         masks=np.packbits(masks.astype(bool), axis=-1), folds=folds.astype(np.int16))
+
+    def load_data(self) -> dict[str, np.ndarray]:
+        if not self.data_file.is_file():
+            raise BenchError(f"{self.data_file}: missing; the run directory is incomplete")
+        with np.load(self.data_file, allow_pickle=False) as z:
+            images = z["images"]
+            return {"ids": z["ids"], "images": images, "folds": z["folds"],
+                    "masks": np.unpackbits(z["masks"], axis=-1, count=images.shape[-1]).astype(bool)}
