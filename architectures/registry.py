@@ -154,8 +154,9 @@ def create(
 
     ``empty_head`` (options from ``EMPTY_HEAD_DEFAULTS``, ``{}`` for the defaults) adds the image-level
     head; the model then returns ``(mask_logits, empty_logits)`` of shapes (N, classes, H, W) and (N, 1),
-    where ``sigmoid(empty_logits)`` is the probability that the image has salt. The head is built after everything else, so with the same seed every other weight, and
-    so the mask logits, are those of the model without it; ``None`` builds exactly today's model.
+    where ``sigmoid(empty_logits)`` is the probability that the image has salt. The head is built after
+    everything else, so with the same seed every other weight, and so the mask logits, are those of the
+    model without it; ``None`` builds exactly today's model.
     """
     try:
         entry = ARCHITECTURES[name]
