@@ -21,10 +21,14 @@ Defaults, and why they suit 101x101 images padded to 128x128:
 - **LinkNet**: smp's, unchanged; it has nothing size-dependent.
 - **RefineNet**: see ``architectures.refinenet``; 512/256 widths, 4-block chained residual pooling.
 
+``create(..., empty_head={"dropout": 0.2})`` adds an image-level "has salt" head, the same on every
+architecture (global average pool of the deepest encoder features -> dropout -> linear(C, 1)), and the
+model returns ``(mask_logits, empty_logits)``; without it the model is exactly the one above.
+
 Encoder weights default to ``None`` (random init, offline). ``"imagenet"`` downloads through smp;
 without network ``create`` raises ``WeightsUnavailable`` saying so in one line.
 """
 from architectures.describe import describe
-from architectures.registry import ARCHITECTURES, WeightsUnavailable, create, names
+from architectures.registry import ARCHITECTURES, EMPTY_HEAD_DEFAULTS, WeightsUnavailable, create, names
 
-__all__ = ["ARCHITECTURES", "WeightsUnavailable", "create", "describe", "names"]
+__all__ = ["ARCHITECTURES", "EMPTY_HEAD_DEFAULTS", "WeightsUnavailable", "create", "describe", "names"]

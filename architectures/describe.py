@@ -24,7 +24,8 @@ def describe(model: nn.Module, input_size: int = 128, in_channels: int | None = 
 
     Works on a copy in eval mode with its own random generator: the caller's weights, batch-norm
     statistics, gradients and global RNG state are untouched. ``model`` needs an ``encoder`` attribute,
-    as every model from ``create`` has.
+    as every model from ``create`` has. A model with the empty-vs-salt head returns a tuple of outputs;
+    the backward pass goes through all of them, so the head's parameters count as live.
     """
     probe = copy.deepcopy(model).eval()
     probe.zero_grad(set_to_none=True)
@@ -40,8 +41,9 @@ def describe(model: nn.Module, input_size: int = 128, in_channels: int | None = 
             out = probe(x)
     finally:
         hook.remove()
-    weights = torch.randn(out.shape, generator=generator).to(device=device, dtype=out.dtype)
-    (out * weights).sum().backward()
+    outputs = out if isinstance(out, tuple) else (out,)
+    loss = sum((o * torch.randn(o.shape, generator=generator).to(device=device, dtype=o.dtype)).sum() for o in outputs)
+    loss.backward()
 
     total = sum(p.numel() for p in probe.parameters())
     live = sum(p.numel() for p in probe.parameters() if p.grad is not None)

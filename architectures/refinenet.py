@@ -29,6 +29,10 @@ Batch norm: none in the decoder, as in the paper, whose decoder refines pretrain
 scratch, the norm-free decoder often never leaves the all-empty prediction, so the benchmark configs
 switch it on and say so.
 
+Image-level head: ``classification_head`` is ``None``, or a module on the encoder's deepest features
+(``architectures.create(empty_head=...)`` attaches the one every architecture gets); the model then
+returns ``(mask_logits, class_logits)``, as smp's models do.
+
 Light variant (``variant="light"``, Nekrasov et al.): no RCUs at all, and every 3x3 conv of the
 decoder (adaptation, fusion, CRP) becomes 1x1; the 3x3 classifier stays. Same widths and CRP.
 """
@@ -118,7 +122,7 @@ def _resize(x: torch.Tensor, size: torch.Size) -> torch.Tensor:
 
 
 class RefineNet(nn.Module):
-    """4-cascade RefineNet over an smp/timm encoder; returns logits at the input size."""
+    """4-cascade RefineNet over an smp/timm encoder; returns logits at the input size (and the image-level head's)."""
 
     def __init__(
         self,
@@ -160,13 +164,17 @@ class RefineNet(nn.Module):
             *(ResidualConvUnit(previous, decoder_norm) for _ in range(0 if light else 2)),
             nn.Conv2d(previous, classes, 3, padding=1, bias=True),
         )
+        self.classification_head: nn.Module | None = None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         if x.shape[-2] % 32 or x.shape[-1] % 32:
             raise ValueError(f"RefineNet needs height and width divisible by 32, got {tuple(x.shape[-2:])}")
-        stages = self.encoder(x)[2:][::-1]
+        features = self.encoder(x)
         y: torch.Tensor | None = None
-        for level, feature in zip(LEVELS, stages, strict=True):
+        for level, feature in zip(LEVELS, features[2:][::-1], strict=True):
             path = self.adapt[level](feature)
             y = self.blocks[level](path) if y is None else self.blocks[level](path, y)
-        return F.interpolate(self.head(y), size=x.shape[-2:], mode="bilinear", align_corners=False)
+        masks = F.interpolate(self.head(y), size=x.shape[-2:], mode="bilinear", align_corners=False)
+        if self.classification_head is None:
+            return masks
+        return masks, self.classification_head(features[-1])

@@ -2,6 +2,13 @@
 
 Every option an architecture accepts is listed in its defaults, so an unknown or misspelt option
 is an error rather than something smp would silently hand to the encoder and drop.
+
+The optional empty-vs-salt head is the same for every architecture: smp's ``ClassificationHead``
+(global average pool -> dropout -> linear(C, 1), no activation: what smp's ``aux_params`` builds) on
+the encoder's deepest feature map, initialised by smp's ``initialize_head``. ``create`` attaches it to
+the finished model rather than passing ``aux_params``: smp would build it before initialising the
+decoder, shifting the decoder's random draws, whereas attached last it leaves every other weight as
+the same seed gives without it, so "with head" and "without" differ by the head alone.
 """
 from __future__ import annotations
 
@@ -9,6 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import segmentation_models_pytorch as smp
+from segmentation_models_pytorch.base import ClassificationHead
+from segmentation_models_pytorch.base.initialization import initialize_head
 from torch import nn
 
 from architectures.refinenet import RefineNet
@@ -99,6 +108,30 @@ ARCHITECTURES: dict[str, Entry] = {
 }
 
 
+EMPTY_HEAD_DEFAULTS: dict[str, Any] = {"dropout": 0.2}
+"""The model-side options of ``create(empty_head=...)``; training options (the loss weight) stay with the trainer."""
+
+
+def _empty_head_dropout(empty_head: dict[str, Any]) -> float:
+    """The head's dropout from the ``empty_head`` options, checked before anything is built."""
+    unknown = sorted(set(empty_head) - set(EMPTY_HEAD_DEFAULTS))
+    if unknown:
+        raise TypeError(
+            f"empty_head got unexpected option(s) {', '.join(unknown)}; it accepts: {', '.join(sorted(EMPTY_HEAD_DEFAULTS))}"
+        )
+    dropout = {**EMPTY_HEAD_DEFAULTS, **empty_head}["dropout"]
+    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
+        raise ValueError(f"empty_head.dropout must be a number in [0, 1), got {dropout!r}")
+    return float(dropout)
+
+
+def _empty_head(channels: int, dropout: float) -> nn.Module:
+    """The one-logit "has salt" head on ``channels`` encoder features, initialised as smp initialises its heads."""
+    head = ClassificationHead(channels, classes=1, pooling="avg", dropout=dropout, activation=None)
+    initialize_head(head)
+    return head
+
+
 def names() -> list[str]:
     """The architecture names ``create`` accepts, in registry order."""
     return list(ARCHITECTURES)
@@ -111,12 +144,19 @@ def create(
     encoder_weights: str | bool | None = None,
     in_channels: int = 1,
     classes: int = 1,
+    empty_head: dict[str, Any] | None = None,
     **kwargs: Any,
 ) -> nn.Module:
     """Build architecture ``name`` on ``encoder``; the model maps (N, in_channels, H, W) to logits (N, classes, H, W).
 
     H and W must be multiples of 32. ``kwargs`` override the registry defaults and must be among them.
     Seed torch before calling for a reproducible initialisation.
+
+    ``empty_head`` (options from ``EMPTY_HEAD_DEFAULTS``, ``{}`` for the defaults) adds the image-level
+    head; the model then returns ``(mask_logits, empty_logits)`` of shapes (N, classes, H, W) and (N, 1),
+    where ``sigmoid(empty_logits)`` is the probability that the image has salt. The head is built after
+    everything else, so with the same seed every other weight, and so the mask logits, are those of the
+    model without it; ``None`` builds exactly today's model.
     """
     try:
         entry = ARCHITECTURES[name]
@@ -128,8 +168,9 @@ def create(
             f"{name} got unexpected option(s) {', '.join(unknown)}; it accepts: {', '.join(sorted(entry.defaults)) or 'none'}"
         )
     options = {**entry.defaults, **kwargs}
+    dropout = None if empty_head is None else _empty_head_dropout(empty_head)
     try:
-        return entry.build(
+        model = entry.build(
             encoder_name=encoder, encoder_weights=encoder_weights, in_channels=in_channels, classes=classes, **options
         )
     except OSError as exc:
@@ -140,3 +181,6 @@ def create(
             f"cannot fetch {encoder_weights!r} weights for encoder {encoder!r} (no network? {type(exc).__name__}: "
             f"{reason}); set `encoder_weights: null` to train from scratch"
         ) from exc
+    if dropout is not None:
+        model.classification_head = _empty_head(model.encoder.out_channels[-1], dropout)
+    return model
