@@ -34,6 +34,11 @@ class DataConfig:
     n_test: int = field(default=18000, metadata=_range(0))
     seed: int = 0  # synthetic generator seed
     subset: int | None = field(default=None, metadata=_range(8))  # use a seeded random subset of train images
+    # The locked holdout: labelled images no choice ever reads, predicted once at the end of a run.
+    holdout: float = field(default=0.0, metadata=_range(0, 0.9))  # folder: coverage-stratified fraction of train
+    n_holdout: int = field(default=0, metadata=_range(0))  # synthetic: extra generated images
+    # Of the loaded images (ids + masks, holdout included): filled in by the runner, checked when given.
+    fingerprint: str | None = None
 
 
 @dataclass
@@ -96,7 +101,9 @@ class ProtocolConfig:
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
-    early_stopping: int | None = field(default=None, metadata=_range(1))  # patience in epochs
+    # which weights a cell keeps and scores: the last epoch of the fixed schedule, or per validation half the
+    # epoch chosen on the other half; selection never reads the images it scores
+    checkpoint: str = field(default="final", metadata=_range(choices=("final", "crossfit")))
     grad_clip: float | None = field(default=None, metadata=_range(0))
 
 

@@ -72,6 +72,20 @@ class RunDir:
         return self.path / "splits.json"
 
     @property
+    def holdout_file(self) -> Path:
+        """``holdout.json``: which images are held out, and by which rule."""
+        return self.path / "holdout.json"
+
+    @property
+    def holdout_data_file(self) -> Path:
+        """``holdout.npz``: the holdout's images and masks, read only by the final scoring."""
+        return self.path / "holdout.npz"
+
+    def holdout_probs_file(self, arch: str, seed: int) -> Path:
+        """One architecture's fold ensemble on the holdout, for one seed (uint8 probability levels)."""
+        return self.path / "holdout" / f"{arch}-seed{seed}.npz"
+
+    @property
     def env_file(self) -> Path:
         return self.path / "env.json"
 
@@ -167,9 +181,28 @@ class RunDir:
                          masks=np.packbits(masks.astype(bool), axis=-1), folds=folds.astype(np.int16))
 
     def load_data(self) -> dict[str, np.ndarray]:
-        if not self.data_file.is_file():
-            raise BenchError(f"{self.data_file}: missing; the run directory is incomplete")
-        with np.load(self.data_file, allow_pickle=False) as z:
+        """The development set: ids, images, masks and folds (never the holdout)."""
+        return _load_images(self.data_file, folds=True)
+
+    def save_holdout(self, ids: list[str], images: np.ndarray, masks: np.ndarray) -> None:
+        atomic.write_npz(self.holdout_data_file, ids=np.array(ids), images=images.astype(np.uint8),
+                         masks=np.packbits(masks.astype(bool), axis=-1))
+
+    def load_holdout(self) -> dict[str, np.ndarray]:
+        """The locked holdout; only ``bench.holdout`` and the final aggregation call this."""
+        return _load_images(self.holdout_data_file, folds=False)
+
+
+def _load_images(path: Path, *, folds: bool) -> dict[str, np.ndarray]:
+    if not path.is_file():
+        raise BenchError(f"{path}: missing; the run directory is incomplete")
+    try:
+        with np.load(path, allow_pickle=False) as z:
             images = z["images"]
-            return {"ids": z["ids"], "images": images, "folds": z["folds"],
-                    "masks": np.unpackbits(z["masks"], axis=-1, count=images.shape[-1]).astype(bool)}
+            out = {"ids": z["ids"], "images": images,
+                   "masks": np.unpackbits(z["masks"], axis=-1, count=images.shape[-1]).astype(bool)}
+            if folds:
+                out["folds"] = z["folds"]
+            return out
+    except (OSError, ValueError, KeyError) as exc:
+        raise BenchError(f"{path}: unreadable ({type(exc).__name__}: {exc})") from None

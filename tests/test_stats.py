@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
-from bench.report import stats
+from bench import stats
 
 
 def test_bootstrap_identical_arrays_gives_zero_and_contains_zero() -> None:

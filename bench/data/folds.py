@@ -55,6 +55,26 @@ def make_folds(masks: np.ndarray, k: int = 5, seed: int = 0) -> np.ndarray:
     return folds
 
 
+def holdout_split(masks: np.ndarray, fraction: float, seed: int = 0) -> np.ndarray:
+    """Bool per image, True for the holdout: ``round(fraction * N)`` images, stratified by coverage class.
+
+    Each class gives its share (largest remainders round up), drawn with its own seeded generator, so the
+    holdout has the coverage profile of the whole set.
+    """
+    classes = coverage_class(masks)
+    total = int(round(fraction * classes.size))
+    counts = np.bincount(classes, minlength=N_CLASSES).astype(np.float64)
+    want = counts * total / max(classes.size, 1)
+    take = np.floor(want).astype(np.int64)
+    short = total - int(take.sum())
+    take[np.argsort(-(want - take), kind="stable")[:short]] += 1
+    held = np.zeros(classes.size, dtype=bool)
+    for cls in range(N_CLASSES):
+        members = np.random.default_rng([seed, 1000 + cls]).permutation(np.flatnonzero(classes == cls))
+        held[members[: take[cls]]] = True
+    return held
+
+
 def dataset_fingerprint(ids: Sequence[str], masks: np.ndarray) -> str:
     """Short sha256 of the ids (in order) and the packed masks: changes when any id or label changes."""
     masks = np.asarray(masks, dtype=bool)

@@ -16,7 +16,15 @@ def cache_root() -> Path:
 
 
 def synthetic_dir(cfg: DataConfig) -> Path:
-    return cache_root() / f"synthetic-n{cfg.n_train}-t{cfg.n_test}-s{cfg.seed}"
+    return cache_root() / f"synthetic-n{cfg.n_train + cfg.n_holdout}-t{cfg.n_test}-s{cfg.seed}"
+
+
+def synthetic_holdout_ids(cfg: DataConfig) -> list[str]:
+    """The ``n_holdout`` images generated after the ``n_train`` development images (the generator's image i
+    depends only on (seed, i), so the development set is the same whatever ``n_holdout`` is)."""
+    from bench.data import synthetic
+
+    return synthetic.train_ids(cfg.seed, cfg.n_train + cfg.n_holdout)[cfg.n_train:]
 
 
 def resolve(cfg: DataConfig) -> Path:
@@ -27,8 +35,9 @@ def resolve(cfg: DataConfig) -> Path:
     if not (root / "train.csv").is_file():
         from bench.data import synthetic
 
-        print(f"generating the synthetic dataset ({cfg.n_train} train, {cfg.n_test} test, seed {cfg.seed}) into {root}")
-        synthetic.write_dataset(root, n_train=cfg.n_train, n_test=cfg.n_test, seed=cfg.seed)
+        print(f"generating the synthetic dataset ({cfg.n_train} train + {cfg.n_holdout} holdout, {cfg.n_test} test, "
+              f"seed {cfg.seed}) into {root}")
+        synthetic.write_dataset(root, n_train=cfg.n_train + cfg.n_holdout, n_test=cfg.n_test, seed=cfg.seed)
     return root
 
 

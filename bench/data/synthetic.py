@@ -78,6 +78,11 @@ def write_dataset(root: str | Path, n_train: int = 4000, n_test: int = 18000, se
     return root
 
 
+def train_ids(seed: int, n: int) -> list[str]:
+    """The ids of the first ``n`` train images of generator ``seed`` (image i's id depends on i only)."""
+    return make_ids(seed, _TRAIN, n)
+
+
 def make_ids(seed: int, split: int, n: int) -> list[str]:
     """Kaggle-like 10-hex-char ids: a keyed 40-bit permutation of (split, index), hence unique by construction."""
     key = hashlib.blake2b(f"salt-bench:{seed}".encode(), digest_size=16).digest()

@@ -17,7 +17,7 @@ import yaml
 
 from bench import results
 from bench.errors import BenchError
-from bench.report.stats import fold_ratio
+from bench.stats import fold_ratio
 from bench.rundir import HISTORY, Cell, RunDir
 
 _CSV = {"keep_default_na": False, "na_values": [""]}  # an id such as "NA" or "1e5" stays a string
