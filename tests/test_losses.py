@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from host_sync import count_host_syncs
 from segmentation_models_pytorch.losses import LovaszLoss
 
 from bench.errors import BenchError
@@ -104,3 +105,22 @@ def test_a_zero_weight_beside_a_positive_one_is_still_accepted_and_skipped() -> 
     staged = StagedLoss({"bce": 1.0, "lovasz": 0}, {"lovasz": 1}, switch_epoch=2)
     assert list(staged.at(0).terms) == ["bce"]
     assert list(staged.at(2).terms) == ["lovasz"]
+
+
+@pytest.mark.parametrize("loss", [
+    lambda: WeightedLoss({"bce": 1.0}),
+    lambda: WeightedLoss({"dice": 1.0}),
+    lambda: WeightedLoss({"lovasz": 1.0}),
+    lambda: WeightedLoss({"bce": 0.5, "dice": 0.25, "lovasz": 1.0}),
+    lambda: StagedLoss({"bce": 1.0}, {"bce": 0.2, "lovasz": 1.0}, switch_epoch=1).at(0),
+    lambda: StagedLoss({"bce": 1.0}, {"bce": 0.2, "lovasz": 1.0}, switch_epoch=1).at(1),
+], ids=["bce", "dice", "lovasz", "weighted", "staged-first", "staged-then"])
+def test_loss_forward_and_backward_make_no_host_sync(loss) -> None:
+    gen = torch.Generator().manual_seed(5)
+    logits = torch.randn(4, 1, 101, 101, generator=gen, requires_grad=True)
+    target = _masks(4, 101, 101, gen, torch.float32)
+    module = loss()
+    with count_host_syncs() as syncs:
+        module(logits, target).backward()
+    assert syncs.count == 0, syncs.calls
+    assert logits.grad.abs().sum() > 0
