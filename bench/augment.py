@@ -32,7 +32,7 @@ def augment(x: torch.Tensor, y: torch.Tensor, cfg: AugmentConfig, gen: torch.Gen
     """Augment images ``x`` (B,1,H,W float in [0,1]) and masks ``y`` (B,1,H,W float {0,1}) together.
 
     Every draw is made for the whole batch whatever the probabilities, so the generator advances the
-    same way for any config with the same batch size.
+    same way for any config with the same batch size; nothing reads a tensor back to the host.
     """
     n, device = x.shape[0], x.device
     flip = torch.rand(n, generator=gen, device=device) < cfg.hflip
@@ -47,16 +47,16 @@ def augment(x: torch.Tensor, y: torch.Tensor, cfg: AugmentConfig, gen: torch.Gen
     x = torch.where(sel, x.flip(-1), x)
     y = torch.where(sel, y.flip(-1), y)
 
-    if bool(affine.any()):
-        theta = torch.zeros(n, 2, 3, device=device, dtype=x.dtype)
-        theta[:, 0, 0] = theta[:, 1, 1] = 1.0 / scale
-        theta[:, :, 2] = shift
-        grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-        xw = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
-        yw = (F.grid_sample(y, grid, mode="bilinear", padding_mode="reflection", align_corners=False) > 0.5).to(y.dtype)
-        sel = affine.view(n, 1, 1, 1)
-        x = torch.where(sel, xw, x)
-        y = torch.where(sel, yw, y)
+    # Warped for every image and selected, not skipped when no image is drawn: asking would make the host wait.
+    theta = torch.zeros(n, 2, 3, device=device, dtype=x.dtype)
+    theta[:, 0, 0] = theta[:, 1, 1] = 1.0 / scale
+    theta[:, :, 2] = shift
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    xw = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+    yw = (F.grid_sample(y, grid, mode="bilinear", padding_mode="reflection", align_corners=False) > 0.5).to(y.dtype)
+    sel = affine.view(n, 1, 1, 1)
+    x = torch.where(sel, xw, x)
+    y = torch.where(sel, yw, y)
 
     c = torch.where(color, contrast, torch.ones_like(contrast)).view(n, 1, 1, 1)
     b = torch.where(color, brightness, torch.zeros_like(brightness)).view(n, 1, 1, 1)
