@@ -19,6 +19,24 @@ def _current_umask() -> int:
 
 _UMASK = _current_umask()
 
+# Fault injection for the kill-point tests: "NAME:N:before|after" SIGKILLs this process at the N-th write of a
+# file called NAME, before or after its rename. Unset (always, outside tests) it costs one dictionary lookup.
+_KILL_AT = os.environ.get("SALT_BENCH_KILL_AT")
+_writes: dict[str, int] = {}
+
+
+def _maybe_killed(name: str, when: str) -> None:
+    if _KILL_AT is None:
+        return
+    target, n, at = _KILL_AT.split(":")
+    if name == target and at == when:
+        if when == "before":
+            _writes[name] = _writes.get(name, 0) + 1
+        if _writes.get(name, 0) == int(n):
+            import signal
+
+            os.kill(os.getpid(), signal.SIGKILL)
+
 
 def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], *, binary: bool = True) -> Path:
     """Call ``write(fh)`` on a temporary file beside ``path`` and rename it into place."""
@@ -31,7 +49,9 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], *, binar
             fh.flush()
             os.fsync(fh.fileno())
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; the real file gets the usual permissions
+        _maybe_killed(path.name, "before")
         os.replace(tmp, path)
+        _maybe_killed(path.name, "after")
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)

@@ -84,7 +84,8 @@ def _cmd_run(args: argparse.Namespace) -> None:
     if args.executor == "ray":
         options = {"address": args.ray_address, "gpus_per_cell": args.gpus_per_cell, "cpus_per_cell": args.cpus_per_cell}
     runner.run_command(args.config, args.overrides, out=Path(args.out) if args.out else None, archs=args.archs,
-                       folds=args.folds, executor=args.executor, executor_options=options, report=not args.no_report)
+                       folds=args.folds, executor=args.executor, executor_options=options, report=not args.no_report,
+                       allow_mixed=args.allow_mixed)
 
 
 def _cmd_tune(args: argparse.Namespace) -> None:
@@ -141,6 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--archs", type=_csv, default=None, help="subset of architectures, e.g. unet,refinenet")
     p.add_argument("--folds", type=_ints, default=None, help="subset of folds, e.g. 0,1")
     p.add_argument("--no-report", action="store_true", help="do not write the HTML report at the end")
+    p.add_argument("--allow-mixed", action="store_true",
+                   help="rank cells that ran on different devices, dtypes, library or code versions (the report says so)")
     p.add_argument("--executor", choices=["local", "ray"], default="local",
                    help="local: cells one after another here; ray: one Ray task per cell (pip install 'salt-bench[ray]')")
     p.add_argument("--ray-address", default=None, metavar="auto|HOST:PORT",

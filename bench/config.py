@@ -115,6 +115,8 @@ class RuntimeConfig:
     device: str = field(default="auto", metadata=_range(choices=("auto", "cpu", "cuda")))
     compile: bool = False
     threads: int | None = field(default=None, metadata=_range(1))
+    # local worker processes claiming cells: None = auto (4 on a CUDA GPU with >= 40 GB, else 1)
+    workers: int | None = field(default=None, metadata=_range(1, 64))
 
 
 @dataclass
@@ -126,8 +128,8 @@ class Config:
     architectures: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def arch_options(self, arch: str) -> dict[str, Any]:
-        """``architectures.<arch>`` without its ``train`` recipe: the model options as written."""
-        return {k: v for k, v in (self.architectures.get(arch) or {}).items() if k != "train"}
+        """``architectures.<arch>`` without its recipe (``train``) and provenance (``tuned``): the model options."""
+        return {k: v for k, v in (self.architectures.get(arch) or {}).items() if k not in ARCH_RESERVED}
 
     def plan(self, arch: str, source: str = "config") -> ArchPlan:
         """Resolve ``arch`` once: its model, its training recipe and the hashes that identify it.
@@ -146,8 +148,9 @@ class Config:
             protocol = _build(ProtocolConfig, merged, f"architectures.{arch}.train", source)
         model = {"encoder": self.protocol.model.encoder, "encoder_weights": self.protocol.model.encoder_weights,
                  **self.arch_options(arch)}
+        tuned = (self.architectures.get(arch) or {}).get("tuned")
         return ArchPlan(arch=arch, protocol=protocol, model=model, recipe_override=override,
-                        protocol_hash=protocol_hash(self), runtime=self.runtime)
+                        protocol_hash=protocol_hash(self), runtime=self.runtime, tuned=None if tuned is None else str(tuned))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -182,11 +185,32 @@ class ArchPlan:
     recipe_override: dict[str, Any]  # ``architectures.<arch>.train`` as written; {} = the shared recipe
     protocol_hash: str
     runtime: RuntimeConfig
+    tuned: str | None = None  # the study whose best trial wrote this section (``architectures.<arch>.tuned``)
 
     @property
     def recipe(self) -> Recipe:
         p = self.protocol
         return Recipe(p.batch_size, p.optimizer, p.scheduler, p.loss, p.grad_clip)
+
+    def recipe_label(self) -> str:
+        """``shared``, or the short difference from the shared recipe, e.g. ``lr=0.0048 bs=16``."""
+        if not self.recipe_override:
+            return "shared"
+        short = {"batch_size": "bs", "optimizer.lr": "lr", "optimizer.weight_decay": "wd", "grad_clip": "clip"}
+        parts = [f"{short.get(k, k)}={v:.4g}" if isinstance(v, float) else f"{short.get(k, k)}={v}"
+                 for k, v in _flatten(self.recipe_override)]
+        return " ".join(parts)
+
+
+def _flatten(tree: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    out: list[tuple[str, Any]] = []
+    for key, value in sorted(tree.items()):
+        name = f"{prefix}{key}"
+        out += _flatten(value, f"{name}.") if isinstance(value, dict) else [(name, value)]
+    return out
+
+
+ARCH_RESERVED = ("train", "tuned")  # keys of ``architectures.<arch>`` that are not model options
 
 
 def protocol_dict(cfg: Config) -> dict[str, Any]:
@@ -352,6 +376,11 @@ def _validate(cfg: Config, source: str) -> None:
             raise BenchError(f"{source}: architectures.{arch}: unknown (valid: {', '.join(architectures.names())})")
         if kwargs is not None and not isinstance(kwargs, dict):
             raise BenchError(f"{source}: architectures.{arch}: expected a mapping of settings")
+        valid = {"encoder", "encoder_weights", *architectures.ARCHITECTURES[arch].defaults}
+        unknown = sorted(set(cfg.arch_options(arch)) - valid)
+        if unknown:
+            raise BenchError(f"{source}: architectures.{arch}.{unknown[0]}: not an option of {arch} "
+                             f"(valid: {', '.join(sorted(valid | set(ARCH_RESERVED)))})")
         plan = cfg.plan(arch, source)
         for part in ("first", "then"):
             terms = getattr(plan.protocol.loss, part)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import socket
 import sys
 from typing import Any, Callable
 
@@ -28,8 +29,8 @@ MAX_RETRIES = 3  # a worker (or node) that dies mid-cell: the cell is rerun from
 
 def cell_line(m: dict[str, Any]) -> str:
     """One line per finished cell, the same whichever executor trained it."""
-    return (f"done {m['arch']:<14} fold {m['fold']} seed {m['seed']}: best val {m['best_val_score']:.4f} "
-            f"at epoch {m['best_epoch']} ({m['stop_reason']}), {m['train_images_per_s']:.0f} img/s, {m['wall_s']:.0f} s")
+    return (f"done {m['arch']:<14} fold {m['fold']} seed {m['seed']}: val {m['val_score']:.4f} "
+            f"({m['checkpoint']} checkpoint, {m['stop_reason']}), {m['train_images_per_s']:.0f} img/s, {m['wall_s']:.0f} s")
 
 
 def _device_data(run: RunDir, device: torch.device) -> tuple[DeviceData, Any]:
@@ -39,16 +40,118 @@ def _device_data(run: RunDir, device: torch.device) -> tuple[DeviceData, Any]:
     return data, saved["folds"].astype("int64")
 
 
-def execute_local(cells: list[Cell], cfg: Config, run: RunDir, *, progress: bool = True, **options: Any) -> None:
-    """Train the cells one after another in this process, on the config's device."""
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def claim(run: RunDir, cell: Cell) -> bool:
+    """Take ``cell`` for this process, atomically: ``claim`` in the cell's folder, created exclusively, holding
+    host and pid. Two ``salt-bench run`` on one run directory (or two local workers) never train the same cell.
+    A claim left by a dead process of this host is taken over; a live one, or one of another host, is respected.
+    """
+    path = run.claim_file(cell)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    me = f"{socket.gethostname()} {os.getpid()}"
+    for _ in range(3):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            try:
+                held = path.read_text()
+            except FileNotFoundError:
+                continue  # released meanwhile: try again
+            host, _, pid = held.partition(" ")
+            if host != socket.gethostname() or not pid.isdigit() or _alive(int(pid)):
+                return False
+            stale = path.with_name(f".claim.{os.getpid()}.stale")
+            try:
+                os.replace(path, stale)  # only one taker moves it; a claimant that lost the race finds no file
+            except FileNotFoundError:
+                continue
+            if stale.read_text() != held:  # moved a fresh claim made meanwhile: put it back if nobody has claimed since
+                try:
+                    os.link(stale, path)
+                except FileExistsError:
+                    pass
+            stale.unlink(missing_ok=True)
+            continue
+        with os.fdopen(fd, "w") as fh:
+            fh.write(me)
+        return True
+    return False
+
+
+def release(run: RunDir, cell: Cell) -> None:
+    run.claim_file(cell).unlink(missing_ok=True)
+
+
+def _train_claimed(cells: list[Cell], cfg: Config, run: RunDir, progress: bool) -> list[Cell]:
+    """Train every cell of ``cells`` this process can claim; returns the ones another process holds."""
     from tqdm.auto import tqdm
 
+    data, folds = _device_data(run, runtime.setup(cfg))
+    elsewhere = []
+    for cell in tqdm(cells, desc="cells", unit="cell", disable=not progress):
+        if run.is_done(cell):
+            continue
+        if not claim(run, cell):
+            elsewhere.append(cell)
+            continue
+        try:
+            if not run.is_done(cell):  # finished by another process between our check and our claim
+                metrics = train_cell(cfg.plan(cell.arch), cell, data, folds, run.cell_dir(cell), progress=progress)
+                tqdm.write(cell_line(metrics))
+        finally:
+            release(run, cell)
+    return elsewhere
+
+
+def _worker(cfg_dict: dict[str, Any], run_dir: str, cells: list[tuple[str, int, int]]) -> None:
+    """Body of one local worker process: claim and train what is left of ``cells``."""
+    from bench import config as bconfig
+
+    cfg = bconfig.from_dict(cfg_dict, source="the config sent to a local worker")
+    _train_claimed([Cell(*c) for c in cells], cfg, RunDir(run_dir), progress=False)
+
+
+def execute_local(cells: list[Cell], cfg: Config, run: RunDir, *, progress: bool = True, **options: Any) -> None:
+    """Train the cells on this machine: in this process (``runtime.workers`` 1) or in that many worker processes,
+    each claiming pending cells. Results do not depend on the worker count (each cell's result is a function of
+    its identity); on CPU each worker gets ``threads / workers`` threads unless ``runtime.threads`` is set."""
     if options:
         raise BenchError(f"the local executor takes no options (got {', '.join(sorted(options))})")
-    data, folds = _device_data(run, runtime.setup(cfg))
-    for cell in tqdm(cells, desc="cells", unit="cell", disable=not progress):
-        metrics = train_cell(cfg.plan(cell.arch), cell, data, folds, run.cell_dir(cell), progress=progress)
-        tqdm.write(cell_line(metrics))
+    workers = runtime.workers(cfg.runtime)
+    if workers <= 1:
+        elsewhere = _train_claimed(cells, cfg, run, progress)
+    else:
+        import multiprocessing
+
+        if cfg.runtime.threads is None:
+            threads = max(1, (os.cpu_count() or 1) // workers)
+            cfg = dataclasses.replace(cfg, runtime=dataclasses.replace(cfg.runtime, threads=threads))
+        ctx = multiprocessing.get_context("spawn")
+        args = (cfg.to_dict(), str(run.path), [(c.arch, c.fold, c.seed) for c in cells])
+        procs = [ctx.Process(target=_worker, args=args, name=f"salt-bench-worker-{i}") for i in range(workers)]
+        print(f"{workers} local workers, {cfg.runtime.threads} threads each")
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join()
+        failed = [p.name for p in procs if p.exitcode != 0]
+        if failed:
+            raise BenchError(f"{len(failed)} of {workers} local workers failed ({', '.join(failed)}); finished cells "
+                             "are kept, run again to retry the others")
+        elsewhere = [c for c in cells if not run.is_done(c)]
+    if elsewhere:
+        print(f"{len(elsewhere)} cells are being trained by another process on this run directory "
+              f"({', '.join(f'{c.arch} {c.name}' for c in elsewhere[:4])}{', ...' if len(elsewhere) > 4 else ''}); "
+              "the leaderboard below leaves them out: run again when that process has finished")
 
 
 def _ray_cell(cfg_dict: dict[str, Any], run_dir: str, arch: str, fold: int, seed: int) -> dict[str, Any]:

@@ -5,14 +5,18 @@ leaderboard can be rebuilt at any time, also from a partial run.
 """
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from bench import atomic
+from bench import atomic, postprocess, stats
 from bench.data.folds import N_CLASSES, coverage_class
+from bench.errors import BenchError
+from bench.identity import ENVIRONMENT_KEYS
 from bench.metrics import all_empty_scores, best_threshold, binarise, dice, iou, tgs_precision
 from bench.rundir import OOF, Cell, RunDir
 
@@ -28,68 +32,167 @@ def _pooled(run: RunDir, arch: str, seed: int, cells: pd.DataFrame, index: dict[
     return {k: np.concatenate(v) for k, v in parts.items()}
 
 
-def aggregate(run_dir: Path | RunDir) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Leaderboard (one row per architecture, ranked) and per-image scores; both written atomically."""
+@dataclass
+class _Group:
+    """One (architecture, seed): its pooled OOF and, when present, its holdout prediction, scored."""
+
+    arch: str
+    seed: int
+    row: dict[str, Any]
+    oof: pd.DataFrame  # per image: id, fold, score, empty_pred
+    holdout: pd.DataFrame | None
+    probs: np.ndarray
+    rows: np.ndarray
+
+
+def _cross_fitted(probs: np.ndarray, truth: np.ndarray, folds: np.ndarray) -> tuple[np.ndarray, dict[int, float]]:
+    """Masks of each fold at the threshold chosen on the other folds' pooled OOF; 0.5 when no other fold is done."""
+    pred = np.zeros(truth.shape, dtype=bool)
+    chosen = {}
+    for f in np.unique(folds):
+        here = folds == f
+        chosen[int(f)] = best_threshold(probs[~here], truth[~here])[0] if (~here).any() else 0.5
+        pred[here] = binarise(probs[here], chosen[int(f)])
+    return pred, chosen
+
+
+def _score_group(run: RunDir, arch: str, seed: int, group: pd.DataFrame, data: dict, index: dict[str, int],
+                 classes: np.ndarray, held: dict | None) -> _Group:
+    pooled = _pooled(run, arch, seed, group, index)
+    rows = pooled["rows"]
+    truth, folds = data["masks"][rows], data["folds"][rows]
+    pred, thresholds = _cross_fitted(pooled["probs"], truth, folds)
+    pred_plain, _ = _cross_fitted(pooled["probs_no_tta"], truth, folds)
+    scores = tgs_precision(truth, pred)
+    pooled_threshold, pooled_score = best_threshold(pooled["probs"], truth)  # reads what it scores: shown, not ranked
+    per_fold = pd.Series(scores).groupby(folds).mean()
+    empty_truth, empty_pred = ~truth.any(axis=(1, 2)), ~pred.any(axis=(1, 2))
+    cls = classes[rows]
+    row = {
+        "arch": arch, "seed": seed, "encoder": group["encoder"].iloc[0], "recipe": group["recipe"].iloc[0],
+        "tuned": group["tuned"].iloc[0] or "", "params": int(group["params"].iloc[0]), "gmacs": group["macs"].iloc[0] / 1e9,
+        "train_images_per_s": group["train_images_per_s"].mean(), "infer_images_per_s": group["infer_images_per_s"].mean(),
+        "peak_mem_mb": group["peak_mem_mb"].max() if group["peak_mem_mb"].notna().any() else np.nan,
+        "oof_score": scores.mean(), "oof_score_no_tta": tgs_precision(truth, pred_plain).mean(),
+        "oof_score_pooled_threshold": pooled_score, "threshold": pooled_threshold,
+        "fold_thresholds": " ".join(f"{thresholds[f]:.2f}" for f in sorted(thresholds)),
+        "fold_mean": per_fold.mean(), "fold_std": per_fold.std(ddof=1) if len(per_fold) > 1 else np.nan,
+        "iou": iou(truth, pred).mean(), "dice": dice(truth, pred).mean(),
+        "empty_acc": (empty_truth == empty_pred).mean(),
+        "empty_tp": int((empty_truth & empty_pred).sum()), "empty_fn": int((empty_truth & ~empty_pred).sum()),
+        "empty_fp": int((~empty_truth & empty_pred).sum()), "empty_tn": int((~empty_truth & ~empty_pred).sum()),
+        "checkpoint": group["checkpoint"].iloc[0], "folds_done": len(group),
+        "diverged": int((group["status"] != "ok").sum()), "n_images": len(rows),
+        "holdout_score": np.nan, "holdout_n": 0, "min_area": 0, "empty_max_prob": np.nan,
+    }
+    for c in range(N_CLASSES):
+        row[f"cov_{c}"] = scores[cls == c].mean() if (cls == c).any() else np.nan
+    oof = pd.DataFrame({"id": data["ids"][rows], "fold": folds, "score": scores, "iou": iou(truth, pred),
+                        "coverage_class": cls, "empty_truth": empty_truth, "empty_pred": empty_pred})
+    holdout = None
+    path = run.holdout_probs_file(arch, seed)
+    if held is not None and path.is_file() and len(held["ids"]):
+        with np.load(path, allow_pickle=False) as z:
+            if list(z["ids"]) == list(held["ids"]):
+                decision = postprocess.decide(pooled["probs"], truth)  # chosen on this group's OOF only
+                hpred = postprocess.apply(z["probs"], decision)
+                hscores = tgs_precision(held["masks"], hpred)
+                row.update(holdout_score=hscores.mean(), holdout_n=len(hscores), threshold=decision.threshold,
+                           min_area=decision.min_area, empty_max_prob=decision.empty_max_prob)
+                holdout = pd.DataFrame({"id": held["ids"], "fold": -1, "score": hscores, "iou": iou(held["masks"], hpred),
+                                        "coverage_class": coverage_class(held["masks"]),
+                                        "empty_truth": ~held["masks"].any(axis=(1, 2)), "empty_pred": ~hpred.any(axis=(1, 2))})
+    return _Group(arch, seed, row, oof, holdout, pooled["probs"], rows)
+
+
+def _check_environment(cells: pd.DataFrame, allow_mixed: bool, where: Path) -> list[dict[str, Any]]:
+    """The distinct environments (device, dtype, versions, code) of the cells; more than one is refused unless allowed."""
+    envs = {json.dumps({k: ident[k] for k in ENVIRONMENT_KEYS}, sort_keys=True) for ident in cells["identity"]}
+    if len(envs) > 1 and not allow_mixed:
+        listed = "; ".join(sorted(envs))
+        raise BenchError(f"{where}: cells ran in {len(envs)} different environments ({listed}); their scores are not "
+                         "comparable as they stand: rerun them in one, or pass --allow-mixed to rank them anyway")
+    return [json.loads(e) for e in sorted(envs)]
+
+
+def _verdict_inputs(groups: list[_Group], source: str) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(archs, scores, pred_empty, truth_empty, folds) over the seeds every arch has and the images every
+    (arch, seed) predicted, shaped (seeds, archs, images) for ``stats.verdict_table``."""
+    archs = sorted({g.arch for g in groups})
+    seeds = sorted(set.intersection(*({g.seed for g in groups if g.arch == a} for a in archs)))
+    frames = {(g.arch, g.seed): (g.holdout if source == "holdout" else g.oof).set_index("id")
+              for g in groups if g.seed in seeds}
+    common = sorted(set.intersection(*(set(f.index) for f in frames.values())))
+    scores = np.stack([np.stack([frames[(a, s)].loc[common, "score"].to_numpy() for a in archs]) for s in seeds])
+    empty = np.stack([np.stack([frames[(a, s)].loc[common, "empty_pred"].to_numpy(bool) for a in archs]) for s in seeds])
+    first = frames[(archs[0], seeds[0])].loc[common]
+    return archs, scores, empty, first["empty_truth"].to_numpy(bool), first["fold"].to_numpy()
+
+
+def aggregate(run_dir: Path | RunDir, *, allow_mixed: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Leaderboard (one row per architecture, ranked with its evidence) and per-image scores.
+
+    The ranking score is the holdout score when every architecture has one, else the cross-fitted
+    out-of-fold score, on the images every ranked architecture predicted. All files are written
+    atomically and ``aggregate.json`` last: without it (a killed aggregation) the report rebuilds them.
+    """
     run = RunDir(run_dir)
     data = run.load_data()
     index = {str(i): k for k, i in enumerate(data["ids"])}
     classes = coverage_class(data["masks"])
     cells = run.metrics_table()
-    board_rows: list[dict[str, Any]] = []
-    image_rows: list[pd.DataFrame] = []
-    gallery_probs: dict[str, np.ndarray] = {}
-    for (arch, seed), group in cells.groupby(["arch", "seed"], sort=True):
-        pooled = _pooled(run, arch, seed, group, index)
-        rows = pooled["rows"]
-        truth, folds = data["masks"][rows], data["folds"][rows]
-        threshold, _ = best_threshold(pooled["probs"].astype(np.float32) / 255, truth)
-        threshold_plain, _ = best_threshold(pooled["probs_no_tta"].astype(np.float32) / 255, truth)
-        pred = binarise(pooled["probs"], threshold)
-        scores = tgs_precision(truth, pred)
-        per_fold = pd.Series(scores).groupby(folds).mean()
-        empty_truth, empty_pred = ~truth.any(axis=(1, 2)), ~pred.any(axis=(1, 2))
-        cls = classes[rows]
-        row = {
-            "arch": arch, "seed": seed, "encoder": group["encoder"].iloc[0],
-            "params": int(group["params"].iloc[0]), "gmacs": group["macs"].iloc[0] / 1e9,
-            "train_images_per_s": group["train_images_per_s"].mean(), "infer_images_per_s": group["infer_images_per_s"].mean(),
-            "peak_mem_mb": group["peak_mem_mb"].max() if group["peak_mem_mb"].notna().any() else np.nan,
-            "threshold": threshold, "score": scores.mean(),
-            "score_no_tta": tgs_precision(truth, binarise(pooled["probs_no_tta"], threshold_plain)).mean(),
-            "fold_mean": per_fold.mean(), "fold_std": per_fold.std(ddof=1) if len(per_fold) > 1 else np.nan,
-            "iou": iou(truth, pred).mean(), "dice": dice(truth, pred).mean(),
-            "empty_acc": (empty_truth == empty_pred).mean(),
-            "empty_tp": int((empty_truth & empty_pred).sum()), "empty_fn": int((empty_truth & ~empty_pred).sum()),
-            "empty_fp": int((~empty_truth & empty_pred).sum()), "empty_tn": int((~empty_truth & ~empty_pred).sum()),
-            "epochs_to_best": (group["best_epoch"] + 1).mean(), "folds_done": len(group),
-            "diverged": int((group["status"] != "ok").sum()), "n_images": len(rows),
-        }
-        for c in range(N_CLASSES):
-            row[f"cov_{c}"] = scores[cls == c].mean() if (cls == c).any() else np.nan
-        board_rows.append(row)
-        image_rows.append(pd.DataFrame({
-            "id": data["ids"][rows], "fold": folds, "arch": arch, "seed": seed, "score": scores,
-            "iou": iou(truth, pred), "coverage_class": cls, "empty_truth": empty_truth, "empty_pred": empty_pred,
-        }))
-        if seed == group["seed"].min():
-            full = np.zeros((len(data["ids"]), *data["masks"].shape[1:]), np.uint8)
-            full[rows] = pooled["probs"]
-            gallery_probs[arch] = full
-    if not board_rows:
+    if cells.empty:
         return pd.DataFrame(), pd.DataFrame()
-    per_seed = pd.DataFrame(board_rows)
+    environments = _check_environment(cells, allow_mixed, run.path)
+    held = run.load_holdout() if run.holdout_data_file.is_file() else None
+    groups = [_score_group(run, arch, seed, group, data, index, classes, held)
+              for (arch, seed), group in cells.groupby(["arch", "seed"], sort=True)]
+    source = "holdout" if all(g.holdout is not None for g in groups) else "oof"
+    archs, scores, empty, truth_empty, folds = _verdict_inputs(groups, source)
+    verdict = stats.verdict_table(scores, archs, truth_empty=truth_empty, pred_empty=empty,
+                                  image_folds=folds if source == "oof" else None)
+    per_seed = pd.DataFrame([g.row for g in groups])
     board = per_seed.groupby("arch", sort=False).agg(
         {c: ("mean" if pd.api.types.is_numeric_dtype(per_seed[c]) else "first")
          for c in per_seed.columns if c not in ("arch", "seed")}
     )
     board["seeds"] = per_seed.groupby("arch")["seed"].nunique()
-    board = board.sort_values("score", ascending=False).reset_index()
+    board = board.reset_index().merge(verdict.rename(columns={"score": "ranked_score"}), on="arch", how="left")
+    board["score"] = board["ranked_score"]
+    board["score_source"] = source
+    board["gap"] = board["oof_score"] - board["holdout_score"]
+    board["n_ranked_images"] = verdict.attrs["n_images"]
+    board = board.drop(columns="ranked_score").sort_values("score", ascending=False, kind="stable").reset_index(drop=True)
     board.insert(0, "rank", np.arange(1, len(board) + 1))
-    per_image = pd.concat(image_rows, ignore_index=True)
+    board = board[[*LEAD_COLUMNS, *[c for c in board.columns if c not in LEAD_COLUMNS]]]
+    per_image = pd.concat([g.oof.assign(arch=g.arch, seed=g.seed, split="oof") for g in groups]
+                          + [g.holdout.assign(arch=g.arch, seed=g.seed, split="holdout") for g in groups
+                             if g.holdout is not None], ignore_index=True)
+    per_image = per_image[["id", "split", "fold", "arch", "seed", "score", "iou", "coverage_class", "empty_truth",
+                           "empty_pred"]]
+    run.aggregate_file.unlink(missing_ok=True)
     atomic.write_text(run.leaderboard_file, board.to_csv(index=False))
     atomic.write_text(run.per_image_file, per_image.to_csv(index=False))
-    _write_gallery(run, data, board, per_image, gallery_probs)
+    gallery_probs = {}
+    for g in groups:
+        if g.seed == min(x.seed for x in groups if x.arch == g.arch):
+            full = np.zeros((len(data["ids"]), *data["masks"].shape[1:]), np.uint8)
+            full[g.rows] = g.probs
+            gallery_probs[g.arch] = full
+    _write_gallery(run, data, board, per_image[per_image["split"] == "oof"], gallery_probs)
+    atomic.write_json(run.aggregate_file, {
+        "score_source": source, "n_ranked_images": int(verdict.attrs["n_images"]),
+        "n_seeds": int(verdict.attrs["n_seeds"]), "cells": [f"{c.arch}/{c.name}" for c in run.done_cells()],
+        "environments": environments, "mixed_environments": len(environments) > 1,
+        "all_empty_oof": float(all_empty_scores(data["masks"]).mean()),
+        "all_empty_holdout": float(all_empty_scores(held["masks"]).mean()) if held is not None and len(held["ids"]) else None,
+    })
     return board, per_image
+
+
+#: the leaderboard's first columns, in this order (outside tools read them by name)
+LEAD_COLUMNS = ["rank", "arch", "score", "score_source", "holdout_score", "oof_score", "gap", "p_best", "rank_lo",
+                "rank_hi", "learned", "verdict", "recipe", "tuned"]
 
 
 def _write_gallery(run: RunDir, data: dict, board: pd.DataFrame, per_image: pd.DataFrame,
@@ -121,16 +224,28 @@ def _write_gallery(run: RunDir, data: dict, board: pd.DataFrame, per_image: pd.D
 
 
 def all_empty_baseline(run_dir: Path | RunDir) -> float:
-    """The TGS score of predicting every mask empty: the floor any learned model must clear."""
+    """The TGS score of predicting every mask empty on the development set: the floor any learned model must clear."""
     return float(all_empty_scores(RunDir(run_dir).load_data()["masks"]).mean())
 
 
-def format_leaderboard(board: pd.DataFrame, baseline: float | None = None) -> str:
-    cols = ["rank", "arch", "encoder", "score", "score_no_tta", "fold_mean", "fold_std", "iou", "empty_acc",
-            "threshold", "params", "gmacs", "train_images_per_s", "folds_done"]
+def format_leaderboard(board: pd.DataFrame, manifest: dict[str, Any] | None = None) -> str:
+    """The console table: the ranking score (holdout first), its evidence, the verdict, then what it cost."""
+    cols = ["rank", "arch", "score", "holdout_score", "oof_score", "gap", "p_best", "rank_lo", "rank_hi", "verdict",
+            "recipe", "params", "train_images_per_s", "folds_done"]
     view = board[[c for c in cols if c in board]].copy()
     view["params"] = (view["params"] / 1e6).map("{:.2f}M".format)
+    view["rank"] = [f"{lo:.0f}-{hi:.0f}" if lo != hi else f"{lo:.0f}" for lo, hi in zip(board["rank_lo"], board["rank_hi"])]
+    view = view.drop(columns=["rank_lo", "rank_hi"]).rename(columns={"rank": "rank (95%)", "train_images_per_s": "img/s"})
     text = view.to_string(index=False, float_format=lambda v: f"{v:.4f}")
-    if baseline is not None:
-        text += f"\nall-empty baseline (predict no salt anywhere): {baseline:.4f}"
+    if manifest:
+        source = manifest["score_source"]
+        text += (f"\nscore = {'the locked holdout' if source == 'holdout' else 'cross-fitted out-of-fold'} TGS score "
+                 f"on {manifest['n_ranked_images']} images, {manifest['n_seeds']} seed(s)")
+        if manifest.get("n_seeds") == 1:
+            text += "; one seed: training noise is unmeasured, leads it cannot separate from it are 'unresolved'"
+        empty = manifest.get("all_empty_holdout") if source == "holdout" else manifest.get("all_empty_oof")
+        text += f"\nall-empty baseline (predict no salt anywhere) on those images: {empty:.4f}"
+        if manifest.get("mixed_environments"):
+            text += "\nwarning: cells ran in different environments (--allow-mixed): " + "; ".join(
+                json.dumps(e, sort_keys=True) for e in manifest["environments"])
     return text

@@ -106,6 +106,11 @@ class RunDir:
         return self.path / "per_image.csv"
 
     @property
+    def aggregate_file(self) -> Path:
+        """``aggregate.json``, written last by the aggregation: the tables beside it are complete and current."""
+        return self.path / "aggregate.json"
+
+    @property
     def gallery_file(self) -> Path:
         return self.path / "gallery.npz"
 
@@ -133,6 +138,10 @@ class RunDir:
     def cell_dir(self, cell: Cell) -> Path:
         return self.cells_dir / cell.arch / cell.name
 
+    def claim_file(self, cell: Cell) -> Path:
+        """Held by the process training ``cell`` (``bench.executors.claim``)."""
+        return self.cell_dir(cell) / "claim"
+
     def is_done(self, cell: Cell) -> bool:
         return (self.cell_dir(cell) / METRICS).is_file()
 
@@ -141,7 +150,7 @@ class RunDir:
         found = []
         for metrics in self.cells_dir.glob(f"*/*/{METRICS}"):
             cell = Cell.parse(metrics.parent.parent.name, metrics.parent.name)
-            if cell is not None:
+            if cell is not None and metrics.is_file():
                 found.append(cell)
         return sorted(found)
 

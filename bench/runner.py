@@ -9,17 +9,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import torch
 import yaml
 
-from bench import atomic, results, runtime
+from bench import atomic, holdout, results, runtime
 from bench import config as bconfig
 from bench.config import Config, protocol_dict, protocol_hash
 from bench.data import folds as bfolds
-from bench.data import source
-from bench.data.tgs import TGSData
+from bench.data.partition import Partition, partition
 from bench.errors import BenchError
 from bench.executors import EXECUTORS
 from bench.rundir import Cell, RunDir
@@ -72,16 +70,17 @@ def _check_cell_settings(cfg: Config, cell: Cell, run: RunDir) -> None:
         )
 
 
-def load_data(cfg: Config, run: RunDir) -> tuple[TGSData, np.ndarray]:
-    """The configured dataset and its folds, reloaded from (or first saved to) the run's ``splits.json``."""
-    data = source.load(cfg.data)
-    assignment = bfolds.load_or_make_splits(run.splits_file, data.ids, data.masks,
-                                            k=cfg.protocol.folds, seed=cfg.protocol.fold_seed)
-    return data, assignment
+def load_data(cfg: Config, run: RunDir) -> Partition:
+    """The configured data split into development folds and holdout, reloaded from (or first recorded in)
+    the run's ``splits.json`` and ``holdout.json``. Nothing else is written before the data has loaded,
+    so a bad data folder or config leaves the run directory usable."""
+    run.path.mkdir(parents=True, exist_ok=True)
+    return partition(cfg, run.splits_file, run.holdout_file)
 
 
 def run(cfg: Config, run_dir: Path | RunDir, *, archs: list[str] | None = None, folds: list[int] | None = None,
-        progress: bool = True, executor: str = "local", executor_options: dict[str, Any] | None = None) -> pd.DataFrame:
+        progress: bool = True, executor: str = "local", executor_options: dict[str, Any] | None = None,
+        allow_mixed: bool = False) -> pd.DataFrame:
     """Train every pending cell of the grid, then aggregate the run directory. Returns the leaderboard.
 
     ``executor`` names one of ``EXECUTORS``; ``executor_options`` are its keyword options (for ``ray``:
@@ -92,11 +91,14 @@ def run(cfg: Config, run_dir: Path | RunDir, *, archs: list[str] | None = None, 
         raise BenchError(f"executor {executor!r}: expected one of {', '.join(EXECUTORS)}")
     device = runtime.setup(cfg) if executor == "local" else None
     cells = grid(cfg, archs, folds)
+    data = load_data(cfg, run)
+    cfg = data.cfg
     prepare(cfg, run)
-    data, assignment = load_data(cfg, run)
     if not run.data_file.is_file():
-        run.save_data(data.ids, data.images, data.masks, assignment)
-    bfolds.export_imagesets(data.ids, assignment, run.imagesets_dir)
+        run.save_data(data.ids, data.images, data.masks, data.folds)
+    if not run.holdout_data_file.is_file():
+        run.save_holdout(data.holdout_ids, data.holdout_images, data.holdout_masks)
+    bfolds.export_imagesets(data.ids, data.folds, run.imagesets_dir)
     env = runtime.environment(device or torch.device("cpu"))
     if device is None:
         env.update(executor=executor, device=executor, device_name="Ray workers (each cell's metrics.json has its device)")
@@ -111,22 +113,24 @@ def run(cfg: Config, run_dir: Path | RunDir, *, archs: list[str] | None = None, 
           f"{len(pending)} to train on {device or executor}")
     if pending:
         EXECUTORS[executor](pending, cfg, run, progress=progress, **(executor_options or {}))
-    board, _ = results.aggregate(run)
+    holdout.predict(run, cfg, runtime.pick_device(cfg.runtime) if device is None else device, progress=progress)
+    board, _ = results.aggregate(run, allow_mixed=allow_mixed)
     return board
 
 
 def run_command(config_paths: list[str] | None, overrides: list[str], *, out: Path | None = None,
                 archs: list[str] | None = None, folds: list[int] | None = None, executor: str = "local",
-                executor_options: dict[str, Any] | None = None, report: bool = True) -> pd.DataFrame:
+                executor_options: dict[str, Any] | None = None, report: bool = True,
+                allow_mixed: bool = False) -> pd.DataFrame:
     """``salt-bench run``: load the config (the machine's default when none is given), run, print, report."""
     paths = runtime.config_paths(config_paths, "run")
     cfg = bconfig.load(paths, overrides)
     run_dir = RunDir(out or runtime.default_run_dir(cfg))
     t0 = time.perf_counter()
     board = run(cfg, run_dir, archs=archs, folds=folds, progress=True, executor=executor,
-                executor_options=executor_options)
-    print(f"\nleaderboard ({run_dir.leaderboard_file}), pooled out-of-fold TGS score at the OOF-chosen threshold:")
-    print(results.format_leaderboard(board, results.all_empty_baseline(run_dir)))
+                executor_options=executor_options, allow_mixed=allow_mixed)
+    print(f"\nleaderboard ({run_dir.leaderboard_file}):")
+    print(results.format_leaderboard(board, atomic.read_json(run_dir.aggregate_file)))
     print(f"wall time {time.perf_counter() - t0:.0f} s")
     if report:
         from bench.report import build

@@ -25,11 +25,13 @@ from bench import atomic, losses
 from bench import rundir as layout
 from bench.augment import augment, make_generator, stream_seed
 from bench.config import ArchPlan, ProtocolConfig
+from bench.errors import summary
+from bench.identity import cell_hash, cell_identity
 from bench.inference import autocast, from_network, predict_probs, quantise, to_network
 from bench.metrics import iou, tgs_precision
 from bench.rundir import Cell
 
-INIT, EPOCH = 1, 2  # stream tags: model initialisation vs. per-epoch batch stream
+INIT, EPOCH, HALVES = 1, 2, 3  # stream tags: model initialisation, per-epoch batch stream, validation halves
 
 
 @dataclass
@@ -153,47 +155,66 @@ def _cpu_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 @dataclass
 class Split:
-    """Fold ``k``'s train and validation images, on the device."""
+    """Fold ``k``'s train and validation images, on the device, and the two validation halves that
+    ``checkpoint: crossfit`` chooses an epoch on (``half_a``: True for half A, a seeded half of each fold)."""
 
     train_idx: torch.Tensor
     val_idx: torch.Tensor
     val_images: torch.Tensor
     val_truth: np.ndarray
+    half_a: np.ndarray
     steps_per_epoch: int
 
     @classmethod
-    def of(cls, data: DeviceData, folds: np.ndarray, fold: int, batch_size: int) -> Split:
+    def of(cls, data: DeviceData, folds: np.ndarray, fold: int, p: ProtocolConfig) -> Split:
         fold_t = torch.as_tensor(folds, device=data.images.device)
         train_idx = torch.nonzero(fold_t != fold).flatten()
         val_idx = torch.nonzero(fold_t == fold).flatten()
-        steps = max(len(train_idx) // min(batch_size, len(train_idx)), 1)
-        return cls(train_idx, val_idx, data.images[val_idx], data.masks[val_idx, 0].bool().cpu().numpy(), steps)
+        steps = max(len(train_idx) // min(p.batch_size, len(train_idx)), 1)
+        order = np.random.default_rng([p.fold_seed, fold, HALVES]).permutation(len(val_idx))
+        half_a = np.zeros(len(val_idx), dtype=bool)
+        half_a[order[: len(val_idx) // 2]] = True
+        return cls(train_idx, val_idx, data.images[val_idx], data.masks[val_idx, 0].bool().cpu().numpy(), half_a, steps)
 
 
 @dataclass
 class CellState:
-    """Everything a killed cell needs to continue where it stopped; saved in ``checkpoint.pt`` after each epoch."""
+    """Everything a killed cell needs to continue where it stopped; saved in ``checkpoint.pt`` after each epoch.
+
+    ``kept`` holds, for ``checkpoint: crossfit``, the best epoch so far by the score of each validation half
+    (``a``, ``b``) and of the whole fold (``all``, the weights ``model.pt`` keeps for the holdout ensemble).
+    """
 
     epoch: int = 0  # the next epoch to train
     history: list[dict[str, Any]] = field(default_factory=list)
-    best_score: float = -1.0
-    best_epoch: int = -1
-    best_state: dict[str, torch.Tensor] | None = None
+    kept: dict[str, dict[str, Any]] = field(default_factory=dict)
     train_time: float = 0.0
     train_images: int = 0
     stop_reason: str = "completed all epochs"
     stopped: bool = False
+    diverged: bool = False
 
-    def to_checkpoint(self, protocol_hash: str, trainer: Trainer) -> dict[str, Any]:
-        return {"protocol_hash": protocol_hash, "trainer": trainer.state(), "cell": asdict(self)}
+    def to_checkpoint(self, cell_hash: str, trainer: Trainer) -> dict[str, Any]:
+        return {"cell_hash": cell_hash, "trainer": trainer.state(), "cell": asdict(self)}
 
     @classmethod
-    def resume(cls, path: Path, protocol_hash: str, trainer: Trainer) -> CellState:
-        """The state saved at ``path`` (loaded into ``trainer`` too), or a fresh one when there is none."""
+    def resume(cls, path: Path, cell_hash: str, trainer: Trainer) -> CellState:
+        """The state saved at ``path`` (loaded into ``trainer`` too), or a fresh one when there is none.
+
+        A checkpoint that cannot be read, or that belongs to another cell identity (a changed recipe, model
+        option, device or version), is not continued: the cell restarts, and says so.
+        """
         if not path.is_file():
             return cls()
-        ckpt = torch.load(path, map_location=trainer.device, weights_only=True)
-        if ckpt["protocol_hash"] != protocol_hash:
+        try:
+            ckpt = torch.load(path, map_location=trainer.device, weights_only=True)
+            saved_hash = ckpt["cell_hash"]
+        except Exception as exc:  # torch raises many types for a truncated or foreign file
+            print(f"{path}: unreadable checkpoint ({summary(exc)}); the cell restarts from epoch 0")
+            return cls()
+        if saved_hash != cell_hash:
+            print(f"{path}: checkpoint of cell identity {saved_hash}, this cell is {cell_hash} (its recipe, model, "
+                  "device or versions changed); the cell restarts from epoch 0")
             return cls()
         trainer.load_state(ckpt["trainer"])
         return cls(**ckpt["cell"])
@@ -216,11 +237,16 @@ def train_one_epoch(trainer: Trainer, data: DeviceData, split: Split, cell: Cell
     return float(loss_sum) / max(n_steps, 1), n_steps, True
 
 
-def validate(trainer: Trainer, data: DeviceData, split: Split) -> tuple[float, float]:
-    """Mean TGS score and IoU of the fold's validation images at threshold 0.5, no TTA."""
+def validate(trainer: Trainer, data: DeviceData, split: Split) -> tuple[np.ndarray, float]:
+    """Per-image TGS scores and the mean IoU of the fold's validation images at threshold 0.5, no TTA."""
     probs, _ = predict_probs(trainer.model, split.val_images, trainer.protocol.input, data.mean, data.std, tta=False)
     pred = (probs > 0.5).cpu().numpy()
-    return float(tgs_precision(split.val_truth, pred).mean()), float(iou(split.val_truth, pred).mean())
+    return tgs_precision(split.val_truth, pred), float(iou(split.val_truth, pred).mean())
+
+
+def _keep(state: CellState, key: str, score: float, epoch: int, model: torch.nn.Module) -> None:
+    if score > state.kept.get(key, {"score": -1.0})["score"]:
+        state.kept[key] = {"score": score, "epoch": epoch, "state": _cpu_state(model)}
 
 
 def _epoch(trainer: Trainer, data: DeviceData, split: Split, cell: Cell, state: CellState, epoch: int,
@@ -234,17 +260,18 @@ def _epoch(trainer: Trainer, data: DeviceData, split: Split, cell: Cell, state: 
     state.train_time += time.perf_counter() - t0
     state.train_images += n_steps * min(p.batch_size, len(split.train_idx))
     if not finite:
-        state.stop_reason, state.stopped = f"non-finite loss at epoch {epoch} step {n_steps}", True
+        state.stop_reason = f"non-finite loss at epoch {epoch} step {n_steps}"
+        state.stopped = state.diverged = True
         return
-    score, val_iou = validate(trainer, data, split)
+    scores, val_iou = validate(trainer, data, split)
+    score, score_a, score_b = float(scores.mean()), float(scores[split.half_a].mean()), float(scores[~split.half_a].mean())
     state.history.append({"epoch": epoch, "lr": trainer.optimizer.param_groups[0]["lr"], "train_loss": train_loss,
-                          "val_score": score, "val_iou": val_iou, "epoch_s": time.perf_counter() - t0})
+                          "val_score": score, "val_iou": val_iou, "val_score_a": score_a, "val_score_b": score_b})
     if isinstance(trainer.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
         trainer.scheduler.step(score)
-    if score > state.best_score:
-        state.best_score, state.best_epoch, state.best_state = score, epoch, _cpu_state(trainer.model)
-    if p.early_stopping is not None and epoch - state.best_epoch >= p.early_stopping:
-        state.stop_reason, state.stopped = f"early stopping: no improvement for {p.early_stopping} epochs", True
+    if p.checkpoint == "crossfit":
+        for key, value in (("all", score), ("a", score_a), ("b", score_b)):
+            _keep(state, key, value, epoch, trainer.model)
     state.epoch = epoch + 1
 
 
@@ -256,51 +283,79 @@ class Final:
     oof_tta: np.ndarray
     oof_plain: np.ndarray
     infer_images_per_s: float
+    kept_epochs: dict[str, int]  # which epoch predicted which validation images
+    val_score: float  # the kept prediction's validation TGS score at 0.5, no TTA
+    model_state: dict[str, torch.Tensor] | None  # model.pt: the weights the holdout ensemble uses
+
+
+def _predict(trainer: Trainer, data: DeviceData, split: Split) -> tuple[np.ndarray, np.ndarray, float]:
+    p = trainer.protocol
+    probs_tta, ips = predict_probs(trainer.model, split.val_images, p.input, data.mean, data.std, tta=True)
+    probs_plain, _ = predict_probs(trainer.model, split.val_images, p.input, data.mean, data.std, tta=False)
+    return quantise(probs_tta), quantise(probs_plain), ips
 
 
 def finish(trainer: Trainer, data: DeviceData, split: Split, state: CellState) -> Final:
-    """Predict the fold's validation images with the kept weights (with and without flip TTA)."""
-    if state.best_state is None:  # no finished epoch: the cell predicts nothing, which the leaderboard scores honestly
+    """Predict the fold's validation images with the kept weights (with and without flip TTA).
+
+    ``final``: the weights of the last epoch. ``crossfit``: half A by the epoch chosen on half B and half B
+    by the epoch chosen on half A, so no validation image is scored by an epoch selected on it.
+    """
+    if state.diverged or not state.history:  # the cell predicts nothing, which the leaderboard scores honestly
         empty = np.zeros((len(split.val_idx), *trainer.size), np.uint8)
-        return Final("diverged", empty, empty, float("nan"))
-    trainer.model.load_state_dict(state.best_state)
-    p = trainer.protocol
-    probs_tta, infer_ips = predict_probs(trainer.model, split.val_images, p.input, data.mean, data.std, tta=True)
-    probs_plain, _ = predict_probs(trainer.model, split.val_images, p.input, data.mean, data.std, tta=False)
-    return Final("ok", quantise(probs_tta), quantise(probs_plain), infer_ips)
+        return Final("diverged", empty, empty, float("nan"), {}, float("nan"), None)
+    if trainer.protocol.checkpoint == "final":
+        tta, plain, ips = _predict(trainer, data, split)
+        last = state.history[-1]
+        return Final("ok", tta, plain, ips, {"all": last["epoch"]}, last["val_score"], _cpu_state(trainer.model))
+    parts = {}
+    for chooser in ("a", "b"):
+        trainer.model.load_state_dict(state.kept[chooser]["state"])
+        parts[chooser] = _predict(trainer, data, split)
+    half_a = split.half_a[:, None, None]
+    tta = np.where(half_a, parts["b"][0], parts["a"][0])
+    plain = np.where(half_a, parts["b"][1], parts["a"][1])
+    rows = {r["epoch"]: r for r in state.history}
+    ea, eb = state.kept["a"]["epoch"], state.kept["b"]["epoch"]
+    n_a, n_b = int(split.half_a.sum()), int((~split.half_a).sum())
+    val_score = (n_a * rows[eb]["val_score_a"] + n_b * rows[ea]["val_score_b"]) / max(n_a + n_b, 1)
+    kept = {"half_a_by": eb, "half_b_by": ea, "model_pt": state.kept["all"]["epoch"]}
+    return Final("ok", tta, plain, parts["a"][2], kept, val_score, state.kept["all"]["state"])
 
 
 def cell_metrics(plan: ArchPlan, cell: Cell, trainer: Trainer, split: Split, state: CellState, final: Final,
-                 wall_s: float) -> dict[str, Any]:
+                 identity: dict[str, Any], wall_s: float) -> dict[str, Any]:
     """``metrics.json``: what the cell is, what it kept, how it went and what it cost."""
     p, device = plan.protocol, trainer.device
     described = architectures.describe(trainer.model, input_size=p.input.size, in_channels=1)
     return {
         "arch": cell.arch, "fold": cell.fold, "seed": cell.seed, "protocol_hash": plan.protocol_hash,
+        "cell_hash": cell_hash(identity), "identity": identity, "recipe": plan.recipe_label(), "tuned": plan.tuned,
         "status": final.status, "stop_reason": state.stop_reason, "arch_kwargs": plan.model,
         "arch_train": plan.recipe_override, "encoder": plan.model["encoder"],
         "params": described["params"], "macs": described["macs"], "output_stride": described["output_stride"],
-        "best_epoch": state.best_epoch, "epochs_run": len(state.history), "best_val_score": state.best_score,
-        "checkpoint": "model.pt holds the weights of the best epoch by validation TGS score (threshold 0.5, no TTA)",
+        "checkpoint": p.checkpoint, "kept_epochs": final.kept_epochs, "epochs_run": len(state.history),
+        "val_score": final.val_score,
         "train_images_per_s": state.train_images / max(state.train_time, 1e-9),
         "infer_images_per_s": final.infer_images_per_s,
         "peak_mem_mb": torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None,
-        "device": str(device), "dtype": "bfloat16" if device.type == "cuda" else "float32",
+        "device": str(device), "dtype": identity["dtype"],
         "n_train": len(split.train_idx), "n_val": len(split.val_idx), "wall_s": wall_s,
     }
 
 
 def write_artefacts(out_dir: Path, metrics: dict[str, Any], state: CellState, final: Final, val_ids: np.ndarray) -> None:
     """The cell's files, ``metrics.json`` last: its presence marks the cell done."""
-    if state.best_state is not None:
-        atomic.write_bytes(out_dir / layout.MODEL, _to_bytes(state.best_state))
+    if final.model_state is not None:
+        atomic.write_bytes(out_dir / layout.MODEL, _to_bytes(final.model_state))
     atomic.write_npz(out_dir / layout.OOF, ids=val_ids, probs=final.oof_tta, probs_no_tta=final.oof_plain)
     atomic.write_text(out_dir / layout.HISTORY, pd.DataFrame(state.history, columns=list(HISTORY_COLUMNS)).to_csv(index=False))
     atomic.write_json(out_dir / layout.METRICS, metrics)
     (out_dir / layout.CHECKPOINT).unlink(missing_ok=True)
 
 
-HISTORY_COLUMNS = ("epoch", "lr", "train_loss", "val_score", "val_iou", "epoch_s")
+# no wall times here (they are in metrics.json): a history is a function of the cell's identity alone
+HISTORY_COLUMNS = ("epoch", "lr", "train_loss", "val_score", "val_iou", "val_score_a", "val_score_b")
 
 
 def train_cell(
@@ -322,10 +377,12 @@ def train_cell(
     from tqdm.auto import tqdm
 
     out_dir, device = Path(out_dir), data.images.device
-    split = Split.of(data, folds, cell.fold, plan.protocol.batch_size)
+    split = Split.of(data, folds, cell.fold, plan.protocol)
     trainer = Trainer(plan, cell, data, split.steps_per_epoch)
+    identity = cell_identity(plan, device)
+    chash = cell_hash(identity)
     ckpt_path = out_dir / layout.CHECKPOINT
-    state = CellState.resume(ckpt_path, plan.protocol_hash, trainer)
+    state = CellState.resume(ckpt_path, chash, trainer)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     t_cell = time.perf_counter()
@@ -338,21 +395,21 @@ def train_cell(
             break
         row = state.history[-1]
         bar.update()
-        bar.set_postfix(loss=f"{row['train_loss']:.3f}", val=f"{row['val_score']:.3f}", best=f"{state.best_score:.3f}")
+        bar.set_postfix(loss=f"{row['train_loss']:.3f}", val=f"{row['val_score']:.3f}")
         if on_epoch is not None:
             on_epoch(epoch, row["val_score"])
-        atomic.write_bytes(ckpt_path, _to_bytes(state.to_checkpoint(plan.protocol_hash, trainer)))
+        atomic.write_bytes(ckpt_path, _to_bytes(state.to_checkpoint(chash, trainer)))
     bar.close()
 
     final = finish(trainer, data, split, state)
     val_ids = np.array([data.ids[i] for i in split.val_idx.cpu().tolist()])
-    metrics = cell_metrics(plan, cell, trainer, split, state, final, time.perf_counter() - t_cell)
+    metrics = cell_metrics(plan, cell, trainer, split, state, final, identity, time.perf_counter() - t_cell)
     write_artefacts(out_dir, metrics, state, final, val_ids)
     return metrics
 
 
 def load_model(cell_dir: Path, device: torch.device) -> torch.nn.Module:
-    """Rebuild a cell's model from its metrics.json and load its best-epoch weights (state dict only)."""
+    """Rebuild a cell's model from its metrics.json and load its kept weights (state dict only)."""
     metrics = atomic.read_json(Path(cell_dir) / layout.METRICS)
     model = architectures.create(metrics["arch"], in_channels=1, classes=1, **metrics["arch_kwargs"])
     model.load_state_dict(torch.load(Path(cell_dir) / layout.MODEL, map_location="cpu", weights_only=True))

@@ -2,7 +2,9 @@
 
 A trial lays its parameters over ``architectures.<arch>`` of the config (the only part allowed to
 differ per architecture, so the protocol hash is unchanged), trains the chosen folds with the real
-trainer and returns the mean best-epoch validation TGS score. ``--all`` gives every architecture the
+trainer and returns the mean validation TGS score of the kept checkpoint (the one the leaderboard
+scores); tuning never reads the holdout, so a tuned architecture's holdout score is still unbiased.
+``--all`` gives every architecture the
 same space, budget and sampler seed. The best trial's section is written as ``<study>.best.yaml``,
 a config layer that ``salt-bench run --config ... --config <study>.best.yaml`` uses as it is.
 """
@@ -34,7 +36,7 @@ from bench.train import DeviceData, train_cell
 from bench.tune_space import DEFAULT_SPACE, Space, arch_section, load_space, with_arch
 
 TRIAL_DIR = "trial_dir"  # user attr; Optuna's retry callback copies it, so a retried trial resumes its cells
-OBJECTIVE = "mean best-epoch validation TGS score"
+OBJECTIVE = "mean validation TGS score of the kept checkpoint"
 
 
 class TrialFailed(RuntimeError):
@@ -133,7 +135,7 @@ def _train_trial(trial: optuna.Trial, cfg: Config, arch: str, space: Space, cell
             metrics = train_cell(trial_cfg.plan(arch), cell, data, assignment, out, on_epoch=on_epoch, progress=progress)
         if metrics["status"] != "ok":
             raise TrialFailed(f"{cell.name} {metrics['status']}: {metrics['stop_reason']}")
-        scores.append(metrics["best_val_score"])
+        scores.append(metrics["val_score"])
         trial.set_user_attr("cell_scores", {c.name: s for c, s in zip(cells, scores)})
         if space.per_cell_pruning:
             trial.report(scores[-1], index)
@@ -195,7 +197,7 @@ def write_best(study: optuna.Study, arch: str, path: Path, cfg: Config, config_p
     if not any(t.state == TrialState.COMPLETE for t in study.trials):
         return None
     best = study.best_trial
-    section = best.user_attrs["architectures"][arch]
+    section = {**best.user_attrs["architectures"][arch], "tuned": f"{study.study_name} trial {best.number}"}
     over = ", ".join(f"fold {c.fold} seed {c.seed}" for c in cells)
     sets = "".join(f" --set {shlex.quote(o)}" for o in overrides)
     header = (
@@ -322,13 +324,17 @@ def tune(config_paths: list[str] | None, overrides: list[str], *, archs: list[st
             raise BenchError(f"--arch: {arch!r} is not in the config's architectures ({', '.join(cfg.architectures)})")
     if n_trials is None and timeout is None:
         raise BenchError("give a budget: --n-trials N (trials added by this command) and/or --timeout SECONDS")
+    if every and timeout is not None:
+        raise BenchError("--timeout with --all: a time budget gives slow architectures fewer trials; "
+                         "use --n-trials for equal budgets")
     folds = [0] if folds is None else folds
     space = load_space(_space_path(space_path), cfg, archs)
     runner.grid(cfg, archs, folds)  # check --folds before any work
     run = RunDir(out or runtime.default_run_dir(cfg))
     device = runtime.setup(cfg)
+    raw = runner.load_data(cfg, run)  # the development set only: tuning never sees the holdout
+    cfg, assignment = raw.cfg, raw.folds
     runner.prepare(cfg, run)
-    raw, assignment = runner.load_data(cfg, run)
     data = DeviceData.from_arrays(raw.ids, raw.images, raw.masks, device)
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # one line per trial is printed here instead
     print(f"salt-bench tune: protocol {protocol_hash(cfg)}, space {space.path}, "

@@ -73,7 +73,8 @@ def test_batches_are_bit_identical_to_the_host_checked_algorithm(name: str, seed
 def test_a_batch_with_no_affine_draw_is_left_unwarped() -> None:
     """shift_scale=0 draws no warp: the masks are only flipped, so each equals its input or its mirror."""
     x, y = _batch(8, 3)
-    _, out = augment(x, y, AugmentConfig(hflip=0.5, shift_scale=0.0, max_shift=0.5, max_scale=0.5), torch.Generator().manual_seed(0))
+    cfg = AugmentConfig(hflip=0.5, shift_scale=0.0, max_shift=0.5, max_scale=0.5)
+    _, out = augment(x, y, cfg, torch.Generator().manual_seed(0))
     for before, after in zip(y, out):
         assert torch.equal(after, before) or torch.equal(after, before.flip(-1))
 

@@ -110,14 +110,13 @@ def test_ray_grid_matches_local_even_when_a_worker_is_killed(tiny_dataset: Path,
 @needs_ray
 def test_ray_failed_cell_is_reported_and_the_others_are_kept(tiny_dataset: Path, tmp_path: Path) -> None:
     cfg = _tiny(tiny_dataset, **{"protocol.epochs": 1})
-    broken = tmp_path / "run" / "cells" / "unet" / "fold0-seed0" / "checkpoint.pt"
-    broken.parent.mkdir(parents=True)
-    broken.write_bytes(b"not a checkpoint")  # the worker's torch.load fails on it
+    broken = tmp_path / "run" / "cells" / "unet" / "fold0-seed0" / "metrics.json"
+    broken.mkdir(parents=True)  # a folder where the cell's last file goes: the worker's final write fails
 
     with pytest.raises(BenchError, match=r"1 of 2 cells failed .*unet fold0-seed0: "):
         runner.run(cfg, tmp_path / "run", archs=["unet"], progress=False, executor="ray", executor_options={"num_cpus": 2})
     assert (tmp_path / "run" / "cells" / "unet" / "fold1-seed0" / "metrics.json").is_file()
-    assert not (tmp_path / "run" / "cells" / "unet" / "fold0-seed0" / "metrics.json").exists()
+    assert not (tmp_path / "run" / "cells" / "unet" / "fold0-seed0" / "metrics.json").is_file()
 
 
 @needs_ray

@@ -2,6 +2,7 @@
 SIGKILL, protocol mixing refused, divergence recorded, and the CLI's one-line errors."""
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import signal
@@ -19,6 +20,8 @@ from bench import config, runner
 from bench.atomic import read_json
 from bench.augment import augment
 from bench.config import AugmentConfig
+from bench.data import tgs
+from bench.data.folds import dataset_fingerprint
 from bench.errors import BenchError
 from bench.rundir import Cell
 from bench.train import DeviceData, train_cell
@@ -107,7 +110,11 @@ def test_run_writes_the_run_directory_and_beats_nothing_learned(tiny_dataset: Pa
         assert (cell / name).is_file(), name
     assert not (cell / "checkpoint.pt").exists()
     metrics = read_json(cell / "metrics.json")
-    assert metrics["protocol_hash"] == config.protocol_hash(cfg)
+    loaded = tgs.load(tiny_dataset)
+    fingerprint = dataset_fingerprint(loaded.ids, loaded.masks)  # the data's contents are part of the protocol
+    assert read_json(run_dir / "protocol.json")["protocol"]["data"]["fingerprint"] == fingerprint
+    fingerprinted = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, fingerprint=fingerprint))
+    assert metrics["protocol_hash"] == read_json(run_dir / "protocol.json")["hash"] == config.protocol_hash(fingerprinted)
     assert len(pd.read_csv(cell / "history.csv")) == cfg.protocol.epochs
     per_image = pd.read_csv(run_dir / "per_image.csv")
     assert len(per_image) == 48 and per_image["id"].is_unique

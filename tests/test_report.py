@@ -65,7 +65,7 @@ def test_report_has_every_section_and_no_outside_reference(report: Path) -> None
     refs = re.findall(r"""(?:src|href)\s*=\s*["']?([^"'\s>]*)""", html, flags=re.I)
     assert refs and all(r.startswith(("data:", "#")) for r in refs), [r[:60] for r in refs if not r.startswith(("data:", "#"))]
     assert not re.search(r"https?://|url\(|@import|<script|<link", html, flags=re.I)
-    for needle in ("tiny", "unet", "linknet", "tu-test_resnet", "tune-unet", "protocol hash", "Wilcoxon"):
+    for needle in ("tiny", "unet", "linknet", "tu-test_resnet", "tune-unet", "protocol hash", "sign-flip"):
         assert needle in html
     assert html.count("data:image/png;base64,") >= 4 + 2 + 2  # figures, tuning plots, gallery tiles
 

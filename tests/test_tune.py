@@ -159,7 +159,7 @@ def test_diverged_cell_fails_the_trial_with_its_reason_and_the_study_goes_on(
     # lr=10 does not overflow float32 in two tiny epochs; make it, as it does at scale, give a non-finite loss
     step = train.Trainer.step
     monkeypatch.setattr(train.Trainer, "step", lambda self, x, y, epoch: step(self, x, y, epoch) * (
-        float("nan") if self.cfg.protocol.optimizer.lr >= 10 else 1.0))
+        float("nan") if self.protocol.optimizer.lr >= 10 else 1.0))
     url = f"sqlite:///{tmp_path / 'div.db'}"
     optuna.create_study(study_name="div", storage=url, direction="maximize").enqueue_trial({"train.optimizer.lr": 10.0})
     out = _tune(tiny_setup, tmp_path, storage=url, study_name="div", n_trials=2)

@@ -13,7 +13,7 @@ import yaml
 from markupsafe import Markup
 
 from bench import atomic
-from bench.report import gallery, plots, stats, tables, tuning
+from bench.report import gallery, plots, tables, tuning
 from bench.report.load import RunData, load_run
 from bench.rundir import RunDir
 
@@ -41,23 +41,33 @@ def _environment() -> jinja2.Environment:
     return env
 
 
-def _summary(run: RunData, comparison: pd.DataFrame | None) -> dict[str, Any]:
-    """The one-paragraph answer at the top: who wins, by how much, is it real, at what cost."""
-    best = run.board.iloc[0]
-    out: dict[str, Any] = {"winner": best["arch"], "score": best["score"], "threshold": best["threshold"],
-                           "params": best["params"] / 1e6, "gmacs": best["gmacs"], "runner_up": None}
-    if comparison is not None and not comparison.empty:
-        row = comparison.iloc[0]
+def _summary(run: RunData) -> dict[str, Any]:
+    """The one-paragraph answer at the top: who wins, on what, how sure, at what cost."""
+    board = run.board
+    best = board.iloc[0]
+    learned = board[board["learned"].astype(str) == "True"]
+    out: dict[str, Any] = {
+        "winner": best["arch"], "score": best["score"], "source": best["score_source"],
+        "holdout": best["holdout_score"], "oof": best["oof_score"], "p_best": best["p_best"],
+        "rank_lo": best["rank_lo"], "rank_hi": best["rank_hi"], "params": best["params"] / 1e6, "gmacs": best["gmacs"],
+        "winner_learned": str(best["learned"]) == "True", "n_images": run.manifest.get("n_ranked_images"),
+        "n_seeds": run.manifest.get("n_seeds"), "not_learned": list(board.loc[board["learned"].astype(str) != "True", "arch"]),
+        "recipes": sorted(set(board["recipe"].astype(str))), "runner_up": None,
+        "baseline": run.manifest.get("all_empty_holdout" if best["score_source"] == "holdout" else "all_empty_oof"),
+    }
+    others = learned[learned["arch"] != best["arch"]]
+    if len(others):
+        row = others.iloc[0]
         out["runner_up"] = {"arch": row["arch"], "diff": row["diff"], "lo": row["ci_lo"], "hi": row["ci_hi"],
-                            "p": row["wilcoxon_holm"], "verdict": row["verdict"]}
+                            "p": row["perm_holm"], "verdict": row["verdict"]}
     return out
 
 
 def _figures(run: RunData, order: list[str]) -> dict[str, str | None]:
     colours = plots.palette(order)
-    counts = run.per_image.drop_duplicates("id").groupby("coverage_class").size()
+    counts = run.oof_images.drop_duplicates("id").groupby("coverage_class").size()
     return {
-        "folds": plots.fold_plot(run.per_image, order, colours),
+        "folds": plots.fold_plot(run.oof_images, order, colours),
         "curves": plots.curves_plot(run.history, order, colours, run.switch_epoch) if not run.history.empty else None,
         "coverage": plots.coverage_heatmap(run.board, counts),
         "pareto": plots.pareto_plot(run.board, colours, run.baseline),
@@ -72,7 +82,7 @@ def context(run: RunData) -> dict[str, Any]:
         "protocol_json": json.dumps(run.protocol_record, indent=2, sort_keys=True),
         "config_yaml": yaml.safe_dump(run.config, sort_keys=False) if run.config else "",
         "env": [(label, run.env[key]) for key, label in ENV_KEYS if run.env.get(key) not in (None, "")],
-        "n_images": int(run.per_image["id"].nunique()) if run.has_cells else None,
+        "n_images": int(run.oof_images["id"].nunique()) if run.has_cells else None,
         "studies": [tuning.study_summary(s) for s in tuning.find_studies(run.run_dir)],
         "legend": [(name, gallery.css_colour(colour)) for name, colour in gallery.LEGEND],
         "truth_colour": gallery.css_colour(gallery.TRUTH),
@@ -80,15 +90,15 @@ def context(run: RunData) -> dict[str, Any]:
     if not run.has_cells:
         return ctx
     order = list(run.board["arch"])
-    comparison = stats.compare_to_best(run.per_image, order, run.test_train_ratio) if len(order) > 1 else None
     ctx.update({
-        "summary": _summary(run, comparison),
+        "summary": _summary(run),
+        "manifest": run.manifest,
         "leaderboard": Markup(tables.leaderboard(run.board)),
         "confusion": Markup(tables.confusion(run.board)),
-        "significance": Markup(tables.significance(comparison)) if comparison is not None else None,
-        "n_folds": int(run.per_image["fold"].nunique()),
+        "significance": Markup(tables.significance(run.board)) if len(order) > 1 else None,
+        "n_folds": int(run.oof_images["fold"].nunique()),
         "figures": _figures(run, order),
-        "gallery": gallery.gallery_rows(run.gallery, run.board, run.per_image) if run.gallery else [],
+        "gallery": gallery.gallery_rows(run.gallery, run.board, run.oof_images) if run.gallery else [],
         "ensembles": Markup(tables.ensembles(pd.read_csv(RunDir(run.run_dir).ensembles_file, keep_default_na=False,
                                                              na_values={"empty_max_prob": [""]})))
         if RunDir(run.run_dir).ensembles_file.is_file() else None,

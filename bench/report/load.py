@@ -17,8 +17,8 @@ import yaml
 
 from bench import results
 from bench.errors import BenchError
-from bench.stats import fold_ratio
 from bench.rundir import HISTORY, Cell, RunDir
+from bench.stats import fold_ratio
 
 _CSV = {"keep_default_na": False, "na_values": [""]}  # an id such as "NA" or "1e5" stays a string
 
@@ -43,10 +43,18 @@ class RunData:
     expected: int = 0
     baseline: float | None = None
     test_train_ratio: float = float("nan")
+    manifest: dict[str, Any] = field(default_factory=dict)  # aggregate.json
 
     @property
     def has_cells(self) -> bool:
         return not self.board.empty
+
+    @property
+    def oof_images(self) -> pd.DataFrame:
+        """Per-image out-of-fold scores (the holdout's rows left out)."""
+        if self.per_image.empty or "split" not in self.per_image:
+            return self.per_image
+        return self.per_image[self.per_image["split"] == "oof"]
 
     @property
     def protocol(self) -> dict[str, Any]:
@@ -88,16 +96,15 @@ def _cell_key(frame: pd.DataFrame) -> set[tuple[str, int, int]]:
     return {(str(a), int(f), int(s)) for a, f, s in frame[["arch", "fold", "seed"]].drop_duplicates().itertuples(index=False)}
 
 
-def _fresh(run: RunDir, cells: pd.DataFrame) -> bool:
-    """True when leaderboard.csv and per_image.csv were written after the last cell and cover exactly its cells."""
-    board, per_image = run.leaderboard_file, run.per_image_file
-    if not (board.is_file() and per_image.is_file()):
+def _fresh(run: RunDir) -> bool:
+    """True when the last aggregation finished (``aggregate.json``, written last) after the last cell, over
+    exactly the finished cells: then leaderboard.csv, per_image.csv and gallery.npz are complete and current."""
+    if not (run.aggregate_file.is_file() and run.leaderboard_file.is_file() and run.per_image_file.is_file()):
         return False
-    newest = run.newest_cell_mtime()
-    if min(board.stat().st_mtime, per_image.stat().st_mtime) < newest:
+    if run.aggregate_file.stat().st_mtime < run.newest_cell_mtime():
         return False
-    images = pd.read_csv(per_image, usecols=["arch", "fold", "seed"])
-    return _cell_key(images) == _cell_key(cells)
+    recorded = _read_json(run.aggregate_file).get("cells")
+    return recorded == [f"{c.arch}/{c.name}" for c in run.done_cells()]
 
 
 def _tables(run: RunDir, cells: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -105,7 +112,7 @@ def _tables(run: RunDir, cells: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFram
         return pd.DataFrame(), pd.DataFrame()
     if not run.data_file.is_file():
         raise BenchError(f"{run.data_file}: missing, but the run has finished cells")
-    if _fresh(run, cells):
+    if _fresh(run):
         board = pd.read_csv(run.leaderboard_file, dtype={"arch": str, "encoder": str}, **_CSV)
         per_image = pd.read_csv(run.per_image_file, dtype={"id": str, "arch": str}, **_CSV)
         return board, per_image
@@ -159,6 +166,7 @@ def load_run(run_dir: Path | RunDir) -> RunData:
         per_image=per_image, history=_histories(run, cells) if not cells.empty else pd.DataFrame(),
         gallery=_gallery(run) if not cells.empty else None, missing=missing, expected=expected,
     )
+    data.manifest = _read_json(run.aggregate_file)
     if run.data_file.is_file():
         data.baseline = results.all_empty_baseline(run)
         data.test_train_ratio = fold_ratio(run.load_data()["folds"])

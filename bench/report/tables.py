@@ -9,7 +9,8 @@ import numpy as np
 import pandas as pd
 from pandas.io.formats.style import Styler
 
-TEXT = {"arch", "encoder", "vs", "verdict", "members", "tta"}  # left-aligned; everything else is a number
+# left-aligned; everything else is a number
+TEXT = {"arch", "encoder", "vs", "verdict", "members", "tta", "recipe", "tuned", "learned"}
 BEST = "background-color: #d8f0dc; font-weight: 600"
 NA = "n/a"
 
@@ -17,20 +18,29 @@ NA = "n/a"
 LEADERBOARD: dict[str, tuple[str, str | Callable[[Any], str], str | None]] = {
     "rank": ("rank", "{:d}", None),
     "arch": ("architecture", "{}", None),
+    "score": ("score", "{:.4f}", "max"),
+    "holdout_score": ("holdout TGS", "{:.4f}", "max"),
+    "oof_score": ("OOF TGS (cross-fitted)", "{:.4f}", "max"),
+    "gap": ("gap (OOF − holdout)", "{:+.4f}", None),
+    "p_best": ("P(best)", "{:.2f}", "max"),
+    "rank_ci": ("rank 95%", "{}", None),
+    "seed_sd": ("seed sd", "{:.4f}", None),
+    "learned": ("learned", "{}", None),
+    "recipe": ("recipe", "{}", None),
+    "tuned": ("tuned", "{}", None),
     "encoder": ("encoder", "{}", None),
     "params": ("params (M)", lambda v: f"{v / 1e6:.2f}", "min"),
     "gmacs": ("GMACs", "{:.2f}", "min"),
     "train_images_per_s": ("train img/s", "{:.0f}", "max"),
     "infer_images_per_s": ("infer img/s", "{:.0f}", "max"),
     "peak_mem_mb": ("peak mem (MB)", "{:.0f}", "min"),
-    "threshold": ("threshold", "{:.2f}", None),
-    "score": ("TGS (flip TTA)", "{:.4f}", "max"),
-    "score_no_tta": ("TGS (no TTA)", "{:.4f}", "max"),
-    "fold": ("fold mean ± std", "{}", "max"),
+    "threshold": ("threshold (holdout)", "{:.2f}", None),
+    "oof_score_no_tta": ("OOF TGS (no TTA)", "{:.4f}", "max"),
+    "oof_score_pooled_threshold": ("OOF TGS, threshold chosen on itself", "{:.4f}", None),
+    "fold": ("OOF fold mean ± std", "{}", "max"),
     "iou": ("IoU", "{:.4f}", "max"),
     "dice": ("Dice", "{:.4f}", "max"),
     "empty_acc": ("empty-image acc.", "{:.3f}", "max"),
-    "epochs_to_best": ("epochs to best", "{:.1f}", None),
     "folds_done": ("folds done", "{:.0f}", None),
     "diverged": ("diverged", "{:.0f}", None),
 }
@@ -75,6 +85,9 @@ def leaderboard(board: pd.DataFrame) -> str:
         if column in frame:
             frame[column] = frame[column].astype(int)
     frame["fold"] = [_mean_std(m, s) for m, s in zip(frame["fold_mean"], frame["fold_std"])]
+    frame["rank_ci"] = [f"{lo:.0f}–{hi:.0f}" if lo != hi else f"{lo:.0f}" for lo, hi in zip(frame["rank_lo"], frame["rank_hi"])]
+    frame["learned"] = ["yes" if v in (True, "True") else "no" for v in frame["learned"]]
+    frame["tuned"] = frame["tuned"].fillna("").astype(str)
     return _styled(frame, LEADERBOARD, "leaderboard", rank_by={"fold": "fold_mean"})
 
 
@@ -101,21 +114,21 @@ def _signed(value: float) -> str:
     return NA if math.isnan(value) else f"{value:+.4f}"
 
 
-def significance(table: pd.DataFrame) -> str:
-    frame = table.copy()
+def significance(board: pd.DataFrame) -> str:
+    """Each architecture against the best: the mean per-image difference, its interval and the tests of it."""
+    frame = board.copy()
     frame["ci"] = [NA if math.isnan(lo) else f"[{lo:+.4f}, {hi:+.4f}]" for lo, hi in zip(frame["ci_lo"], frame["ci_hi"])]
+    frame["vs"] = frame["vs"].fillna("").astype(str)
     spec = {
         "arch": ("architecture", "{}", None),
-        "vs": ("vs best", "{}", None),
-        "n_images": ("paired images", "{:d}", None),
+        "vs": ("vs", "{}", None),
         "diff": ("mean difference", _signed, None),
         "ci": ("95% bootstrap CI", "{}", None),
-        "wilcoxon_p": ("Wilcoxon p", _p, None),
-        "wilcoxon_holm": ("Wilcoxon p (Holm)", _p, None),
-        "n_folds": ("paired folds", "{:d}", None),
+        "perm_p": ("sign-flip p", _p, None),
+        "perm_holm": ("p (Holm)", _p, None),
         "nb_t": ("NB t", lambda v: NA if math.isnan(v) else f"{v:+.2f}", None),
         "nb_p": ("NB p", _p, None),
-        "nb_holm": ("NB p (Holm)", _p, None),
+        "learned_p": ("p vs no salt", _p, None),
         "verdict": ("verdict", "{}", None),
     }
     return _styled(frame, spec, "significance")

@@ -1,0 +1,64 @@
+"""The locked holdout, predicted once at the end of a run: each architecture's fold ensemble per seed.
+
+Nothing before this step reads ``holdout.npz``: training, validation, threshold and post-processing
+choices, tuning. Here every finished (architecture, seed) with all its folds done averages its fold
+models' flip-TTA probabilities on the holdout images and stores them as uint8 levels; the threshold and
+post-processing applied to them are chosen on that architecture's pooled out-of-fold predictions
+(``bench.results``). A prediction is redone only when the cells behind it changed (their cell hashes).
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from bench import atomic
+from bench.config import Config
+from bench.inference import predict_probs, quantise
+from bench.rundir import Cell, RunDir
+from bench.train import DeviceData, load_model
+
+
+def _complete_groups(run: RunDir, cfg: Config) -> dict[tuple[str, int], list[Cell]]:
+    """(arch, seed) -> its cells, for the groups with every fold finished and ok."""
+    groups: dict[tuple[str, int], list[Cell]] = {}
+    for cell in run.done_cells():
+        groups.setdefault((cell.arch, cell.seed), []).append(cell)
+    return {k: sorted(v) for k, v in groups.items()
+            if len(v) == cfg.protocol.folds and all(run.cell_metrics(c)["status"] == "ok" for c in v)}
+
+
+def _hashes(run: RunDir, cells: list[Cell]) -> list[str]:
+    return [run.cell_metrics(c)["cell_hash"] for c in cells]
+
+
+def predict(run: RunDir, cfg: Config, device: torch.device, *, progress: bool = True) -> list[tuple[str, int]]:
+    """Write ``holdout/<arch>-seed<s>.npz`` for every complete group that lacks a current one; returns them."""
+    if not run.holdout_data_file.is_file():
+        return []
+    stale = []
+    for (arch, seed), cells in sorted(_complete_groups(run, cfg).items()):
+        path = run.holdout_probs_file(arch, seed)
+        if path.is_file():
+            with np.load(path, allow_pickle=False) as z:
+                if list(z["cell_hashes"]) == _hashes(run, cells):
+                    continue
+        stale.append((arch, seed, cells))
+    if not stale:
+        return []
+    held = run.load_holdout()
+    if len(held["ids"]) == 0:
+        return []
+    dev = run.load_data()  # the normalisation statistics of the development set, as in training
+    stats = DeviceData.from_arrays(list(dev["ids"]), dev["images"], dev["masks"], torch.device("cpu"))
+    images = torch.from_numpy(np.ascontiguousarray(held["images"], dtype=np.uint8)).unsqueeze(1).to(device)
+    for arch, seed, cells in stale:
+        total = torch.zeros(images.shape[0], *images.shape[-2:], device=device)
+        for cell in cells:
+            model = load_model(run.cell_dir(cell), device)
+            probs, _ = predict_probs(model, images, cfg.protocol.input, stats.mean, stats.std, tta=True)
+            total += probs
+        atomic.write_npz(run.holdout_probs_file(arch, seed), ids=held["ids"], probs=quantise(total / len(cells)),
+                         cell_hashes=np.array(_hashes(run, cells)))
+        if progress:
+            print(f"holdout: {arch} seed {seed}, ensemble of {len(cells)} folds on {len(held['ids'])} images")
+    return [(a, s) for a, s, _ in stale]

@@ -1,0 +1,136 @@
+"""The verdict is evidence: the holdout is locked, selection never reads what it scores, a cell's identity
+is checked on resume, and the leaderboard carries the columns outside tools read."""
+from __future__ import annotations
+
+import hashlib
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from bench import config, rundir, runner
+from bench.data import tgs
+from bench.data.partition import partition
+from bench.results import LEAD_COLUMNS
+from bench.rundir import Cell, RunDir
+from bench.train import DeviceData, train_cell
+from tests.conftest import tiny_overrides
+
+QUICK = Path(__file__).resolve().parents[1] / "configs" / "quick.yaml"
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _invert_holdout_masks(src: Path, dst: Path, holdout_ids: list[str]) -> None:
+    """A copy of the data folder in which every holdout mask is its complement."""
+    data = tgs.load(src)
+    masks = data.masks.copy()
+    for k, i in enumerate(data.ids):
+        if i in holdout_ids:
+            masks[k] = ~masks[k]
+    tgs.write(dst, data.ids, data.images, masks, test_ids=data.test_ids(), test_images=data.test_images())
+
+
+def test_the_holdout_is_locked_inverting_its_masks_changes_no_cell(tiny_dataset: Path, tmp_path: Path) -> None:
+    sets = tiny_overrides(tiny_dataset, **{"protocol.epochs": 1, "data.holdout": 0.25})
+    cfg = config.load([QUICK], sets)
+    first = RunDir(tmp_path / "first")
+    runner.run(cfg, first.path, archs=["unet"], progress=False)
+    held = list(rundir.atomic.read_json(first.holdout_file)["ids"])
+    assert len(held) == 12
+    inverted = tmp_path / "inverted-data"
+    _invert_holdout_masks(tiny_dataset, inverted, held)
+    second = RunDir(tmp_path / "second")
+    second.path.mkdir()
+    for name in ("splits.json", "holdout.json"):  # the recorded split, reused as a user reuses `data folds` output
+        shutil.copy(first.path / name, second.path / name)
+    cfg2 = config.load([QUICK], tiny_overrides(inverted, **{"protocol.epochs": 1, "data.holdout": 0.25}))
+    runner.run(cfg2, second.path, archs=["unet"], progress=False)
+    assert second.protocol_hash() != first.protocol_hash()  # the data changed, and the protocol says so
+    for fold in (0, 1):
+        cell = Cell("unet", fold, 0)
+        for name in ("oof.npz", "history.csv", "model.pt"):
+            assert _digest(first.cell_dir(cell) / name) == _digest(second.cell_dir(cell) / name), (fold, name)
+    board1, board2 = (pd.read_csv(r.leaderboard_file).iloc[0] for r in (first, second))
+    for column in ("fold_thresholds", "threshold", "oof_score", "min_area"):
+        assert board1[column] == board2[column], column
+    assert board1["holdout_score"] != board2["holdout_score"]  # the holdout itself is scored, once, at the end
+
+
+def test_synthetic_holdout_is_extra_images_after_the_development_set(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("SALT_BENCH_CACHE", str(tmp_path / "cache"))
+    cfg = config.load([QUICK], ["data.n_train=40", "data.n_test=0", "data.n_holdout=16", "protocol.folds=2"])
+    part = partition(cfg, tmp_path / "splits.json", tmp_path / "holdout.json")
+    assert len(part.ids) == 40 and len(part.holdout_ids) == 16
+    assert not set(part.ids) & set(part.holdout_ids)
+    smaller = partition(config.load([QUICK], ["data.n_train=40", "data.n_test=0", "data.n_holdout=0"]),
+                        tmp_path / "s2.json", tmp_path / "h2.json")
+    assert smaller.ids == part.ids and np.array_equal(smaller.masks, part.masks)  # same development images
+
+
+def test_a_killed_cell_resumed_with_a_changed_recipe_restarts_under_the_new_one(tiny_dataset: Path, tmp_path: Path,
+                                                                                   capsys) -> None:
+    sets = tiny_overrides(tiny_dataset, **{"protocol.epochs": 2})
+    old = config.load([QUICK], sets)
+    new = config.load([QUICK], sets + ["architectures.unet.train.optimizer.lr=0.0005"])
+    part = partition(old, tmp_path / "splits.json", tmp_path / "holdout.json")
+    data = DeviceData.from_arrays(part.ids, part.images, part.masks, torch.device("cpu"))
+    cell, out = Cell("unet", 0, 0), tmp_path / "cell"
+
+    class Killed(Exception):
+        pass
+
+    def kill(epoch: int, score: float) -> None:
+        if epoch == 1:
+            raise Killed
+
+    with pytest.raises(Killed):  # killed in epoch 1, after epoch 0 was checkpointed under the old recipe
+        train_cell(part.cfg.plan("unet"), cell, data, part.folds, out, on_epoch=kill, progress=False)
+    assert (out / rundir.CHECKPOINT).is_file()
+    new_cfg = config.from_dict({**new.to_dict(), "data": part.cfg.to_dict()["data"]})
+    resumed = train_cell(new_cfg.plan("unet"), cell, data, part.folds, out, progress=False)
+    assert "restarts from epoch 0" in capsys.readouterr().out
+    fresh = train_cell(new_cfg.plan("unet"), cell, data, part.folds, tmp_path / "fresh", progress=False)
+    assert resumed["cell_hash"] == fresh["cell_hash"] and resumed["recipe"] == "lr=0.0005"
+    history = pd.read_csv(out / rundir.HISTORY)
+    assert history.equals(pd.read_csv(tmp_path / "fresh" / rundir.HISTORY))
+    assert _digest(out / rundir.OOF) == _digest(tmp_path / "fresh" / rundir.OOF)
+
+
+def test_crossfit_scores_each_half_by_the_epoch_chosen_on_the_other(tiny_dataset: Path, tmp_path: Path) -> None:
+    cfg = config.load([QUICK], tiny_overrides(tiny_dataset, **{"protocol.epochs": 3, "protocol.checkpoint": "crossfit",
+                                                                "data.holdout": 0}))
+    part = partition(cfg, tmp_path / "splits.json", tmp_path / "holdout.json")
+    data = DeviceData.from_arrays(part.ids, part.images, part.masks, torch.device("cpu"))
+    metrics = train_cell(part.cfg.plan("unet"), Cell("unet", 0, 0), data, part.folds, tmp_path / "c", progress=False)
+    history = pd.read_csv(tmp_path / "c" / rundir.HISTORY).set_index("epoch")
+    kept = metrics["kept_epochs"]
+    assert kept["half_a_by"] == int(history["val_score_b"].idxmax())  # half A is scored by B's choice
+    assert kept["half_b_by"] == int(history["val_score_a"].idxmax())
+    n = len(part.folds[part.folds == 0])
+    n_a = n // 2
+    expected = (n_a * history.loc[kept["half_a_by"], "val_score_a"]
+                + (n - n_a) * history.loc[kept["half_b_by"], "val_score_b"]) / n
+    assert metrics["val_score"] == pytest.approx(expected)
+
+
+def test_leaderboard_leads_with_the_columns_outside_tools_read(tiny_dataset: Path, tmp_path: Path) -> None:
+    cfg = config.load([QUICK], tiny_overrides(tiny_dataset, **{"protocol.epochs": 1, "data.holdout": 0.25}))
+    board = runner.run(cfg, tmp_path / "run", archs=["unet", "linknet"], progress=False)
+    assert list(board.columns[: len(LEAD_COLUMNS)]) == LEAD_COLUMNS
+    on_disk = pd.read_csv(tmp_path / "run" / "leaderboard.csv")
+    assert list(on_disk.columns[: len(LEAD_COLUMNS)]) == LEAD_COLUMNS
+    assert set(on_disk["score_source"]) == {"holdout"}
+    assert np.allclose(on_disk["score"], on_disk["holdout_score"])
+    assert np.allclose(on_disk["gap"], on_disk["oof_score"] - on_disk["holdout_score"])
+    assert set(on_disk["recipe"]) == {"shared"}
+    assert on_disk["p_best"].sum() == pytest.approx(1.0)
+    # one epoch on 36 images learns nothing: the board says so instead of drawing a comparison
+    for row in on_disk.itertuples():
+        if not row.learned:
+            assert row.verdict.startswith("did not learn")

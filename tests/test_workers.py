@@ -1,0 +1,72 @@
+"""Cells are claimed: local workers and concurrent `salt-bench run`s share a run directory without training a cell
+twice, and the leaderboard does not depend on how many workers trained it."""
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from bench import config, runner
+from bench.executors import claim, release
+from bench.rundir import Cell, RunDir
+from tests.conftest import tiny_overrides
+
+QUICK = Path(__file__).resolve().parents[1] / "configs" / "quick.yaml"
+ROOT = Path(__file__).resolve().parents[1]
+TIMING = ["train_images_per_s", "infer_images_per_s"]  # measured, so they differ between any two runs
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_a_claim_is_exclusive_and_a_dead_holder_is_taken_over(tmp_path: Path) -> None:
+    run, cell = RunDir(tmp_path), Cell("unet", 0, 0)
+    assert claim(run, cell)
+    assert not claim(run, cell)  # held by a live process (this one)
+    release(run, cell)
+    assert claim(run, cell)
+    run.claim_file(cell).write_text(f"{socket.gethostname()} {_dead_pid()}")
+    assert claim(run, cell)  # its holder is gone
+    assert run.claim_file(cell).read_text() == f"{socket.gethostname()} {os.getpid()}"
+    run.claim_file(cell).write_text(f"another-host.example {os.getpid()}")
+    assert not claim(run, cell)  # a claim of another host cannot be checked, so it is respected
+
+
+def _cells(run: Path) -> dict[str, str]:
+    return {str(p.relative_to(run)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(run.glob("cells/*/*/oof.npz"))}
+
+
+def test_two_local_workers_give_the_leaderboard_of_one(tiny_dataset: Path, tmp_path: Path) -> None:
+    sets = tiny_overrides(tiny_dataset, **{"protocol.epochs": 1, "data.holdout": 0.25})
+    one = runner.run(config.load([QUICK], sets + ["runtime.workers=1"]), tmp_path / "one", archs=["unet", "linknet"],
+                     progress=False)
+    two = runner.run(config.load([QUICK], sets + ["runtime.workers=2"]), tmp_path / "two", archs=["unet", "linknet"],
+                     progress=False)
+    assert _cells(tmp_path / "one") == _cells(tmp_path / "two") and len(_cells(tmp_path / "one")) == 4
+    pd.testing.assert_frame_equal(one.drop(columns=TIMING), two.drop(columns=TIMING))
+    assert not list((tmp_path / "two").glob("cells/*/*/claim"))  # every claim released
+
+
+def test_two_runs_on_one_directory_never_train_the_same_cell(tiny_dataset: Path, tmp_path: Path) -> None:
+    out = tmp_path / "shared"
+    sets = tiny_overrides(tiny_dataset, **{"protocol.epochs": 2, "data.holdout": 0})
+    argv = [sys.executable, "-m", "bench.cli", "run", "--config", str(QUICK), "--archs", "unet,linknet,pspnet",
+            "--out", str(out), "--no-report"] + [a for s in sets for a in ("--set", s)]
+    # the first creates the run directory; the second starts once it has
+    first = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    while not (out / "protocol.json").is_file() and first.poll() is None:
+        pass
+    second = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    outs = [p.communicate(timeout=600) for p in (first, second)]
+    assert first.returncode == 0 and second.returncode == 0, [o[1][-2000:] for o in outs]
+    trained = [line.split()[1:6] for o in outs for line in o[0].splitlines() if line.startswith("done ")]
+    assert len(trained) == 6 and len({tuple(t) for t in trained}) == 6, trained  # each cell exactly once
