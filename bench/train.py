@@ -75,7 +75,9 @@ def _optimizer(p: ProtocolConfig, model: torch.nn.Module) -> torch.optim.Optimiz
     o = p.optimizer
     if o.name == "sgd":
         return torch.optim.SGD(model.parameters(), lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay, nesterov=True)
-    return torch.optim.AdamW(model.parameters(), lr=o.lr, weight_decay=o.weight_decay)
+    # fused on CUDA (one kernel for all parameters; recorded in the cell identity through the device type)
+    fused = next(model.parameters()).device.type == "cuda"
+    return torch.optim.AdamW(model.parameters(), lr=o.lr, weight_decay=o.weight_decay, fused=fused or None)
 
 
 def _scheduler(p: ProtocolConfig, opt: torch.optim.Optimizer, steps_per_epoch: int) -> Any:
@@ -225,15 +227,22 @@ def train_one_epoch(trainer: Trainer, data: DeviceData, split: Split, cell: Cell
     """One pass over the fold's training images: (mean loss, steps, whether every loss was finite)."""
     torch.manual_seed(stream_seed(cell.seed, cell.fold, epoch, INIT))  # dropout draws, epoch-resumable
     trainer.model.train()
-    loss_sum, n_steps = torch.zeros((), device=trainer.device), 0
+    device = trainer.device
+    loss_sum = torch.zeros((), device=device)
+    finite = torch.ones((), dtype=torch.bool, device=device)  # on the device: no host sync between steps
+    first_bad = torch.full((), -1, dtype=torch.long, device=device)
+    n_steps = 0
     for x, y in batch_stream(trainer.protocol, data, split.train_idx, cell.seed, cell.fold, epoch):
         if on_batch is not None:
             on_batch(epoch, x, y)
         loss = trainer.step(x, y, epoch)
-        if not torch.isfinite(loss):
-            return float("nan"), n_steps, False
-        loss_sum += loss
+        ok = torch.isfinite(loss)
+        first_bad = torch.where(finite & ~ok, torch.full_like(first_bad, n_steps), first_bad)
+        finite = finite & ok
+        loss_sum = loss_sum + torch.where(ok, loss, torch.zeros_like(loss))
         n_steps += 1
+    if not bool(finite):  # the epoch's one check
+        return float("nan"), int(first_bad), False
     return float(loss_sum) / max(n_steps, 1), n_steps, True
 
 
@@ -385,7 +394,7 @@ def train_cell(
     state = CellState.resume(ckpt_path, chash, trainer)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    t_cell = time.perf_counter()
+    t_cell = last_checkpoint = time.perf_counter()
     bar = tqdm(total=plan.protocol.epochs, initial=state.epoch, desc=f"{cell.arch} {cell.name}", unit="ep",
                leave=False, disable=not progress)
     while state.epoch < plan.protocol.epochs and not state.stopped:
@@ -398,7 +407,10 @@ def train_cell(
         bar.set_postfix(loss=f"{row['train_loss']:.3f}", val=f"{row['val_score']:.3f}")
         if on_epoch is not None:
             on_epoch(epoch, row["val_score"])
-        atomic.write_bytes(ckpt_path, _to_bytes(state.to_checkpoint(chash, trainer)))
+        due = time.perf_counter() - last_checkpoint >= plan.runtime.checkpoint_every
+        if due and state.epoch < plan.protocol.epochs:  # after the last epoch the artefacts follow at once
+            atomic.write_bytes(ckpt_path, _to_bytes(state.to_checkpoint(chash, trainer)))
+            last_checkpoint = time.perf_counter()
     bar.close()
 
     final = finish(trainer, data, split, state)

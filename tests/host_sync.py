@@ -33,6 +33,7 @@ class SyncCount:
     """What was counted, in call order (e.g. ``['Tensor.item', 'Tensor.__bool__']``)."""
 
     calls: list[str] = field(default_factory=list)
+    exempt: Callable[[Any], bool] | None = None  # calls on such a first argument are not counted
     _depth: int = 0
 
     @property
@@ -43,7 +44,7 @@ class SyncCount:
 def _counting(fn: Callable, name: str, counter: SyncCount, syncs: Callable[..., bool] = lambda *a, **k: True) -> Callable:
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        if counter._depth == 0 and syncs(*args, **kwargs):
+        if counter._depth == 0 and syncs(*args, **kwargs) and not (counter.exempt and args and counter.exempt(args[0])):
             counter.calls.append(name)
         counter._depth += 1
         try:
@@ -68,9 +69,12 @@ def _to_host(tensor: torch.Tensor, *args: Any, **kwargs: Any) -> bool:
 
 
 @contextlib.contextmanager
-def count_host_syncs() -> Iterator[SyncCount]:
-    """Patch ``torch.Tensor`` and a few ``torch`` functions to count host syncs; restore them on exit."""
-    counter = SyncCount()
+def count_host_syncs(exempt: Callable[[Any], bool] | None = None) -> Iterator[SyncCount]:
+    """Patch ``torch.Tensor`` and a few ``torch`` functions to count host syncs; restore them on exit.
+
+    ``exempt(tensor)`` names tensors that live on the host on every device (e.g. the optimizer's step counters),
+    whose reads therefore never wait for a GPU."""
+    counter = SyncCount(exempt=exempt)
     patches: list[tuple[Any, str, Callable]] = [(torch.Tensor, m, _counting(getattr(torch.Tensor, m), f"Tensor.{m}", counter))
                                                 for m in TENSOR_METHODS]
     patches += [(torch, f, _counting(getattr(torch, f), f"torch.{f}", counter)) for f in TORCH_FUNCTIONS]
