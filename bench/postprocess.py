@@ -101,3 +101,17 @@ def decide(probs: np.ndarray, truth: np.ndarray, threshold: float | None = None)
         j, score_post = _best(by_peak, truth_empty, scores, score_min_area)
         empty_max_prob = float(cuts[j]) if j >= 0 else None
     return Decision(float(threshold), min_area, empty_max_prob, score_raw, score_min_area, score_post)
+
+
+def cross_fitted_score(probs: np.ndarray, truth: np.ndarray, folds: np.ndarray) -> float:
+    """The pooled score when each fold's masks use the threshold and post-processing decided on the other folds:
+    the estimate of ``decide`` that does not read the images it scores (``score_post`` does)."""
+    folds = np.asarray(folds)
+    if np.unique(folds).size < 2:
+        return float("nan")
+    scores = np.empty(len(folds))
+    for f in np.unique(folds):
+        here = folds == f
+        decision = decide(probs[~here], truth[~here])
+        scores[here] = tgs_precision(truth[here], apply(probs[here], decision))
+    return float(scores.mean())

@@ -30,7 +30,8 @@ from bench.inference import predict_probs, quantise
 from bench.rundir import METRICS, MODEL, OOF, Cell, RunDir
 from bench.train import DeviceData, load_model
 
-ENSEMBLE_COLUMNS = ["members", "tta", "threshold", "min_area", "empty_max_prob", "score_raw", "score_post", "n_images"]
+ENSEMBLE_COLUMNS = ["members", "tta", "threshold", "min_area", "empty_max_prob", "score_raw", "score_post",
+                    "score_crossfit", "n_images"]
 _CHUNK = 1024  # test images per predict_probs call: the progress bar's step
 _BATCH = 128
 
@@ -179,15 +180,17 @@ def record_decision(run: RunDir, cfg: Config, sel: Selection, decision: postproc
     return entry
 
 
-def record_ensemble(run: RunDir, sel: Selection, decision: postprocess.Decision, n_images: int) -> pd.DataFrame:
+def record_ensemble(run: RunDir, sel: Selection, decision: postprocess.Decision, n_images: int,
+                    score_crossfit: float = float("nan")) -> pd.DataFrame:
     """Add (or replace) this selection's row in ``<run>/ensembles.csv`` (best ``score_post`` first), atomically."""
     path = run.ensembles_file
     row = pd.DataFrame([{"members": sel.name, "tta": sel.tta, "threshold": decision.threshold,
                          "min_area": decision.min_area, "empty_max_prob": decision.empty_max_prob,
-                         "score_raw": decision.score_raw, "score_post": decision.score_post, "n_images": n_images}],
+                         "score_raw": decision.score_raw, "score_post": decision.score_post,
+                         "score_crossfit": score_crossfit, "n_images": n_images}],
                        columns=ENSEMBLE_COLUMNS)
     if path.is_file():
-        old = pd.read_csv(path, keep_default_na=False, na_values={"empty_max_prob": [""]})
+        old = pd.read_csv(path, keep_default_na=False, na_values={"empty_max_prob": [""], "score_crossfit": [""]})
         if list(old.columns) != ENSEMBLE_COLUMNS:
             raise BenchError(f"{path}: unexpected columns {','.join(old.columns)}, "
                              f"expected {','.join(ENSEMBLE_COLUMNS)}")
@@ -231,12 +234,15 @@ def predict(run_dir: Path, *, arch: str | None = None, ensemble: list[str] | Non
     data = run.load_data()
     test = None if evaluate_oof else load_test_set(cfg)  # before anything is written: its errors come first
     device = runtime.setup(cfg)
-    decision = postprocess.decide(oof_probs(cells, data["ids"], sel.tta), data["masks"])
+    levels = oof_probs(cells, data["ids"], sel.tta)
+    decision = postprocess.decide(levels, data["masks"])
     record_decision(run, cfg, sel, decision, len(data["ids"]))
     print(_describe(sel, decision))
     print(f"recorded in {run.postprocess_file}")
     if test is None:
-        record_ensemble(run, sel, decision, len(data["ids"]))
+        crossfit = postprocess.cross_fitted_score(levels, data["masks"], data["folds"])
+        print(f"cross-fitted OOF TGS score (each fold post-processed as decided on the others): {crossfit:.4f}")
+        record_ensemble(run, sel, decision, len(data["ids"]), crossfit)
         print(f"recorded in {run.ensembles_file}")
         return None
 

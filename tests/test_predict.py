@@ -211,7 +211,7 @@ def test_run_decision_is_recorded_and_matches_the_leaderboard(tiny_run: Path, tm
     assert entry["members"] == ["unet"] and entry["tta"] == "flip" and entry["n_images"] == 48
     board = pd.read_csv(run_dir / "leaderboard.csv").set_index("arch")
     assert entry["threshold"] == board.loc["unet", "threshold"]
-    assert entry["score_raw"] == pytest.approx(board.loc["unet", "score"], abs=1e-12)
+    assert entry["score_raw"] == pytest.approx(board.loc["unet", "oof_score_pooled_threshold"], abs=1e-12)
     assert entry["score_raw"] <= entry["score_post"]
     data = RunDir(run_dir).load_data()
     cells = predict.cell_dirs(RunDir(run_dir), RunDir(run_dir).config(), predict.Selection(("unet",), "flip"),

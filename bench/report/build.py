@@ -100,7 +100,7 @@ def context(run: RunData) -> dict[str, Any]:
         "figures": _figures(run, order),
         "gallery": gallery.gallery_rows(run.gallery, run.board, run.oof_images) if run.gallery else [],
         "ensembles": Markup(tables.ensembles(pd.read_csv(RunDir(run.run_dir).ensembles_file, keep_default_na=False,
-                                                             na_values={"empty_max_prob": [""]})))
+                                                             na_values={"empty_max_prob": [""], "score_crossfit": [""]})))
         if RunDir(run.run_dir).ensembles_file.is_file() else None,
         "diverged": run.cells[run.cells["status"] != "ok"][["arch", "fold", "seed", "stop_reason"]].to_dict("records"),
     })

@@ -145,7 +145,8 @@ def ensembles(frame: pd.DataFrame) -> str:
         "min_area": ("min area (px)", "{:.0f}", None),
         "empty_max_prob": ("empty if max prob ≤", "{:.2f}", None),
         "score_raw": ("OOF TGS", "{:.4f}", "max"),
-        "score_post": ("OOF TGS, post-processed", "{:.4f}", "max"),
+        "score_post": ("OOF TGS, post-processed (chosen on itself)", "{:.4f}", None),
+        "score_crossfit": ("OOF TGS, post-processed, cross-fitted", "{:.4f}", "max"),
         "n_images": ("images", "{:.0f}", None),
     }
     return _styled(frame, spec, "ensembles")
