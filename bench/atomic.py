@@ -86,14 +86,15 @@ def remove_stale_temps(root: str | os.PathLike) -> list[Path]:
     for tmp in Path(root).rglob(".*.tmp"):
         parts = tmp.name.rsplit(".", 3)
         pid = int(parts[1]) if len(parts) == 4 and parts[1].isdigit() else None
-        if pid is not None and _alive(pid):
+        if pid is not None and pid_alive(pid):
             continue
         tmp.unlink(missing_ok=True)
         removed.append(tmp)
     return removed
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process of this id exists on this machine (a stale temp or claim is one whose writer is gone)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 import torch
 
-from bench import runtime
+from bench import atomic, runtime
 from bench.config import Config
 from bench.errors import BenchError, summary
 from bench.rundir import Cell, RunDir
@@ -40,16 +40,6 @@ def _device_data(run: RunDir, device: torch.device) -> tuple[DeviceData, Any]:
     return data, saved["folds"].astype("int64")
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def claim(run: RunDir, cell: Cell) -> bool:
     """Take ``cell`` for this process, atomically: ``claim`` in the cell's folder, created exclusively, holding
     host and pid. Two ``salt-bench run`` on one run directory (or two local workers) never train the same cell.
@@ -67,7 +57,7 @@ def claim(run: RunDir, cell: Cell) -> bool:
             except FileNotFoundError:
                 continue  # released meanwhile: try again
             host, _, pid = held.partition(" ")
-            if host != socket.gethostname() or not pid.isdigit() or _alive(int(pid)):
+            if host != socket.gethostname() or not pid.isdigit() or atomic.pid_alive(int(pid)):
                 return False
             stale = path.with_name(f".claim.{os.getpid()}.stale")
             try:
