@@ -10,9 +10,11 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from bench.data import synthetic, tgs
+from bench import cli, config
+from bench.data import source, synthetic, tgs
 from bench.data.folds import N_CLASSES, coverage_class
 from bench.data.synthetic import REAL_CLASS_COUNTS, SIZE, generate, make_ids, write_dataset
+from bench.errors import BenchError
 
 N_STATS = 2000
 
@@ -245,3 +247,23 @@ def test_write_dataset_writes_the_requested_style(tmp_path: Path) -> None:
     data = tgs.load(root)
     np.testing.assert_array_equal(data.images, expected.images)
     np.testing.assert_array_equal(data.test_images(), expected.test_images)
+
+
+def test_data_style_is_a_validated_config_key_with_its_own_cache_folder(monkeypatch: pytest.MonkeyPatch,
+                                                                         tmp_path: Path) -> None:
+    monkeypatch.setenv("SALT_BENCH_CACHE", str(tmp_path))
+    quick = config.CONFIG_DIR / "quick.yaml"
+    default, hard = config.load([quick]), config.load([quick], ["data.style=hard"])
+    assert (default.data.style, hard.data.style) == ("default", "hard")
+    assert config.protocol_hash(default) != config.protocol_hash(hard)
+    assert source.synthetic_dir(default.data) == tmp_path / "synthetic-n600-t200-s0"  # existing caches stay valid
+    assert source.synthetic_dir(hard.data) == tmp_path / "synthetic-n600-t200-s0-hard"
+    with pytest.raises(BenchError, match="data.style: 'easy' is not one of default, hard"):
+        config.load([quick], ["data.style=easy"])
+
+
+def test_cli_data_synth_writes_the_style(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "hard"
+    assert cli.main(["data", "synth", "--out", str(out), "--n-train", "5", "--n-test", "2", "--seed", "3", "--style", "hard"]) == 0
+    np.testing.assert_array_equal(tgs.load(out).images, generate(5, 2, seed=3, style="hard").images)
+    assert "train images" in capsys.readouterr().out

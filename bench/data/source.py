@@ -16,7 +16,7 @@ def cache_root() -> Path:
 
 
 def synthetic_dir(cfg: DataConfig) -> Path:
-    return cache_root() / f"synthetic-n{cfg.n_train}-t{cfg.n_test}-s{cfg.seed}"
+    return cache_root() / f"synthetic-n{cfg.n_train}-t{cfg.n_test}-s{cfg.seed}{'' if cfg.style == 'default' else '-' + cfg.style}"
 
 
 def resolve(cfg: DataConfig) -> Path:
@@ -28,7 +28,7 @@ def resolve(cfg: DataConfig) -> Path:
         from bench.data import synthetic
 
         print(f"generating the synthetic dataset ({cfg.n_train} train, {cfg.n_test} test, seed {cfg.seed}) into {root}")
-        synthetic.write_dataset(root, n_train=cfg.n_train, n_test=cfg.n_test, seed=cfg.seed)
+        synthetic.write_dataset(root, n_train=cfg.n_train, n_test=cfg.n_test, seed=cfg.seed, style=cfg.style)
     return root
 
 
