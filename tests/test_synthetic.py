@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import re
 import time
 from pathlib import Path
@@ -260,6 +261,8 @@ def test_data_style_is_a_validated_config_key_with_its_own_cache_folder(monkeypa
     assert source.synthetic_dir(hard.data) == tmp_path / "synthetic-n600-t200-s0-hard"
     with pytest.raises(BenchError, match="data.style: 'easy' is not one of default, hard"):
         config.load([quick], ["data.style=easy"])
+    (style_field,) = [f for f in dataclasses.fields(config.DataConfig) if f.name == "style"]
+    assert style_field.metadata["choices"] == synthetic.STYLES  # config must not import the generator to know them
 
 
 def test_cli_data_synth_writes_the_style(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
