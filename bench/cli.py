@@ -26,7 +26,7 @@ def _ints(value: str) -> list[int]:
 def _cmd_data_synth(args: argparse.Namespace) -> None:
     from bench.data import synthetic, tgs
 
-    root = synthetic.write_dataset(args.out, n_train=args.n_train, n_test=args.n_test, seed=args.seed)
+    root = synthetic.write_dataset(args.out, n_train=args.n_train, n_test=args.n_test, seed=args.seed, style=args.style)
     print(tgs.format_summary(tgs.summary(tgs.load(root))))
 
 
@@ -125,6 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-train", type=int, default=4000)
     p.add_argument("--n-test", type=int, default=18000)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--style", choices=["default", "hard"], default="default", help="hard: the same labels, harder images")
     p.set_defaults(func=_cmd_data_synth)
     p = dsub.add_parser("check", help="validate a TGS folder and print its statistics")
     p.add_argument("dir")

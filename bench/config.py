@@ -33,6 +33,7 @@ class DataConfig:
     n_train: int = field(default=4000, metadata=_range(8))  # synthetic: images generated; folder: ignored
     n_test: int = field(default=18000, metadata=_range(0))
     seed: int = 0  # synthetic generator seed
+    style: str = field(default="default", metadata=_range(choices=("default", "hard")))  # synthetic: same labels, other images
     subset: int | None = field(default=None, metadata=_range(8))  # use a seeded random subset of train images
     # The locked holdout: labelled images no choice ever reads, predicted once at the end of a run.
     holdout: float = field(default=0.0, metadata=_range(0, 0.9))  # folder: coverage-stratified fraction of train

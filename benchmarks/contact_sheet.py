@@ -1,6 +1,6 @@
 """Contact sheet: 16 synthetic images beside the 9 real TGS samples, mask outlines in red, to judge realism by eye.
 
-Usage: python benchmarks/contact_sheet.py [OUT.png] [--seed N] [--real DIR]
+Usage: python benchmarks/contact_sheet.py [OUT.png] [--seed N] [--style default|hard] [--real DIR]
 """
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 from scipy import ndimage
 
-from bench.data.synthetic import generate
+from bench.data.synthetic import STYLES, generate
 
 SCALE = 3
 PAD = 4
@@ -46,9 +46,9 @@ def grid(tiles: list[np.ndarray], cols: int) -> np.ndarray:
     return sheet
 
 
-def contact_sheet(out: Path, seed: int = 0, real_dir: Path = REAL_DIR) -> Path:
+def contact_sheet(out: Path, seed: int = 0, real_dir: Path = REAL_DIR, style: str = "default") -> Path:
     """Synthetic 4x4 grid on the left, real 3x3 grid on the right, one labelled PNG."""
-    data = generate(16, 0, seed)
+    data = generate(16, 0, seed, style)
     synth = grid([tile(im, m) for im, m in zip(data.images, data.masks)], 4)
     real = read_real(real_dir)
     real_sheet = grid([tile(im, m) for _, im, m in real], 3) if real else np.full((10, 10, 3), 255, np.uint8)
@@ -59,7 +59,7 @@ def contact_sheet(out: Path, seed: int = 0, real_dir: Path = REAL_DIR) -> Path:
     sheet[header:header + real_sheet.shape[0], synth.shape[1] + 20:] = real_sheet
     img = Image.fromarray(sheet)
     draw = ImageDraw.Draw(img)
-    draw.text((PAD, 3), f"synthetic (seed {seed})", fill=(0, 0, 0))
+    draw.text((PAD, 3), f"synthetic (seed {seed}, style {style})", fill=(0, 0, 0))
     label = "real TGS samples" if real else f"real samples not found in {real_dir}"
     draw.text((synth.shape[1] + 20 + PAD, 3), label, fill=(0, 0, 0))
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -71,9 +71,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", nargs="?", type=Path, default=Path("/tmp/contact_sheet.png"))
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--style", choices=STYLES, default="default")
     parser.add_argument("--real", type=Path, default=REAL_DIR)
     args = parser.parse_args()
-    print(contact_sheet(args.out, args.seed, args.real))
+    print(contact_sheet(args.out, args.seed, args.real, args.style))
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import re
 import time
 from pathlib import Path
@@ -10,9 +11,11 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from bench.data import synthetic, tgs
+from bench import cli, config
+from bench.data import source, synthetic, tgs
 from bench.data.folds import N_CLASSES, coverage_class
 from bench.data.synthetic import REAL_CLASS_COUNTS, SIZE, generate, make_ids, write_dataset
+from bench.errors import BenchError
 
 N_STATS = 2000
 
@@ -170,3 +173,101 @@ def test_hidden_test_labels_side_file(tmp_path: Path) -> None:
         assert side["ids"].tolist() == expected.test_ids
         np.testing.assert_array_equal(side["masks"], expected.test_masks)
     assert not list(root.glob(".*.tmp"))
+
+
+N_HARD = 400
+
+
+@pytest.fixture(scope="module")
+def hard() -> synthetic.SyntheticSet:
+    """The hard style of the first N_HARD images of ``big`` (same seed): same labels, other pictures."""
+    return generate(N_HARD, 0, seed=0, style="hard")
+
+
+def test_hard_style_repaints_the_images_and_keeps_every_label() -> None:
+    default, hard = generate(40, 12, seed=2), generate(40, 12, seed=2, style="hard")
+    assert (hard.ids, hard.test_ids, hard.depths) == (default.ids, default.test_ids, default.depths)
+    np.testing.assert_array_equal(hard.masks, default.masks)
+    np.testing.assert_array_equal(hard.test_masks, default.test_masks)
+    flat = default.images.reshape(40, -1)
+    grey = flat.min(1) == flat.max(1)
+    changed = (hard.images != default.images).any((1, 2))
+    assert changed[~grey].all() and not changed[grey].any()
+
+
+def test_hard_style_is_deterministic_per_image() -> None:
+    small, large = generate(5, 3, seed=1, style="hard"), generate(20, 0, seed=1, style="hard")
+    np.testing.assert_array_equal(small.images, large.images[:5])
+    np.testing.assert_array_equal(small.test_images, generate(0, 3, seed=1, style="hard").test_images)
+    assert not np.array_equal(small.images, generate(5, 0, seed=2, style="hard").images)
+
+
+def test_unknown_style_is_rejected() -> None:
+    with pytest.raises(ValueError, match="unknown style 'easy'"):
+        generate(1, 0, style="easy")
+
+
+def test_hard_images_keep_the_real_grey_levels(hard: synthetic.SyntheticSet) -> None:
+    flat = hard.images.reshape(N_HARD, -1).astype(float)
+    textured = flat.std(1) > 0
+    assert 110 <= flat[textured].mean() <= 135
+    assert 18 <= np.median(flat[textured].std(1)) <= 32
+
+
+def _interior_ratios(images: np.ndarray, masks: np.ndarray) -> np.ndarray:
+    """Std inside the salt over std outside, for half-salt images with room inside and out."""
+    ratios = []
+    for image, mask in zip(images, masks):
+        if not 0.3 <= mask.mean() <= 0.7 or (mask.all(0) | ~mask.any(0)).all():
+            continue
+        inside = ndimage.binary_erosion(mask, iterations=8)
+        outside = ndimage.binary_erosion(~mask, iterations=8)
+        if inside.sum() > 200 and outside.sum() > 200:
+            ratios.append(image[inside].std() / max(image[outside].std(), 1e-9))
+    return np.asarray(ratios)
+
+
+def test_hard_salt_contrast_is_weaker_but_still_there(big: synthetic.SyntheticSet, hard: synthetic.SyntheticSet) -> None:
+    default = _interior_ratios(big.images[:N_HARD], big.masks[:N_HARD])
+    repainted = _interior_ratios(hard.images, hard.masks)
+    assert len(repainted) == len(default) > 30
+    assert np.median(repainted) > np.median(default) + 0.15, (np.median(default), np.median(repainted))
+    assert np.median(repainted) < 0.9, np.median(repainted)
+
+
+def test_hard_generation_stays_fast() -> None:
+    """The hard style renders the default scene (for its labels) and repaints it: at most about three times the cost."""
+    start = time.perf_counter()
+    generate(100, 0, seed=5, style="hard")
+    assert (time.perf_counter() - start) / 100 < 0.03
+
+
+def test_write_dataset_writes_the_requested_style(tmp_path: Path) -> None:
+    root = write_dataset(tmp_path / "hard", n_train=6, n_test=3, seed=2, style="hard")
+    expected = generate(6, 3, seed=2, style="hard")
+    data = tgs.load(root)
+    np.testing.assert_array_equal(data.images, expected.images)
+    np.testing.assert_array_equal(data.test_images(), expected.test_images)
+
+
+def test_data_style_is_a_validated_config_key_with_its_own_cache_folder(monkeypatch: pytest.MonkeyPatch,
+                                                                         tmp_path: Path) -> None:
+    monkeypatch.setenv("SALT_BENCH_CACHE", str(tmp_path))
+    quick = config.CONFIG_DIR / "quick.yaml"
+    default, hard = config.load([quick]), config.load([quick], ["data.style=hard"])
+    assert (default.data.style, hard.data.style) == ("default", "hard")
+    assert config.protocol_hash(default) != config.protocol_hash(hard)
+    assert source.synthetic_dir(default.data) == tmp_path / "synthetic-n600-t200-s0"  # existing caches stay valid
+    assert source.synthetic_dir(hard.data) == tmp_path / "synthetic-n600-t200-s0-hard"
+    with pytest.raises(BenchError, match="data.style: 'easy' is not one of default, hard"):
+        config.load([quick], ["data.style=easy"])
+    (style_field,) = [f for f in dataclasses.fields(config.DataConfig) if f.name == "style"]
+    assert style_field.metadata["choices"] == synthetic.STYLES  # config must not import the generator to know them
+
+
+def test_cli_data_synth_writes_the_style(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "hard"
+    argv = ["data", "synth", "--out", str(out), "--n-train", "5", "--n-test", "2", "--seed", "3", "--style", "hard"]
+    assert cli.main(argv) == 0
+    np.testing.assert_array_equal(tgs.load(out).images, generate(5, 2, seed=3, style="hard").images)
+    assert "train images" in capsys.readouterr().out

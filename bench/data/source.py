@@ -16,7 +16,8 @@ def cache_root() -> Path:
 
 
 def synthetic_dir(cfg: DataConfig) -> Path:
-    return cache_root() / f"synthetic-n{cfg.n_train + cfg.n_holdout}-t{cfg.n_test}-s{cfg.seed}"
+    style = "" if cfg.style == "default" else f"-{cfg.style}"
+    return cache_root() / f"synthetic-n{cfg.n_train + cfg.n_holdout}-t{cfg.n_test}-s{cfg.seed}{style}"
 
 
 def synthetic_holdout_ids(cfg: DataConfig) -> list[str]:
@@ -36,8 +37,9 @@ def resolve(cfg: DataConfig) -> Path:
         from bench.data import synthetic
 
         print(f"generating the synthetic dataset ({cfg.n_train} train + {cfg.n_holdout} holdout, {cfg.n_test} test, "
-              f"seed {cfg.seed}) into {root}")
-        synthetic.write_dataset(root, n_train=cfg.n_train + cfg.n_holdout, n_test=cfg.n_test, seed=cfg.seed)
+              f"seed {cfg.seed}, style {cfg.style}) into {root}")
+        synthetic.write_dataset(root, n_train=cfg.n_train + cfg.n_holdout, n_test=cfg.n_test, seed=cfg.seed,
+                                style=cfg.style)
     return root
 
 

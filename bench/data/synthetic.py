@@ -9,6 +9,12 @@ smooth shape field, so the coverage lands exactly where it was aimed.
 
 Every image has its own RNG derived from (seed, split, index), so any subset of a dataset is
 bit-identical to the same images of a larger one.
+
+Styles change what the images look like, never the labels: ``hard`` draws every mask and depth from the
+same stream as ``default`` and repaints the image from a second stream with another texture model
+(phase-rotated, laterally filtered noise instead of blocky Ricker reflectors), a weaker and smeared salt
+signature, more salt-like distractors, stronger noise and blur. A model fitted to one texture model is
+checked on the other with the very same label statistics.
 """
 from __future__ import annotations
 
@@ -16,6 +22,7 @@ import hashlib
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 from scipy import ndimage
@@ -24,6 +31,8 @@ from bench import atomic
 from bench.data import tgs
 
 SIZE = 101
+#: Image styles: the same labels for a seed, different pictures.
+STYLES = ("default", "hard")
 #: Real TGS train set: images per coverage class ceil(10 * coverage), classes 0..10.
 REAL_CLASS_COUNTS = (1562, 576, 296, 224, 186, 225, 205, 174, 148, 159, 245)
 #: Real train images that are a constant grey (all with empty masks), out of 4000.
@@ -52,26 +61,30 @@ class SyntheticSet:
     test_masks: np.ndarray = field(repr=False)
 
 
-def generate(n_train: int, n_test: int, seed: int = 0) -> SyntheticSet:
-    """Generate train and test images, masks and depths; image i of a split depends only on (seed, split, i)."""
+def generate(n_train: int, n_test: int, seed: int = 0, style: str = "default") -> SyntheticSet:
+    """Generate train and test images, masks and depths; image i of a split depends only on (seed, split, i, style),
+    and its mask and depth only on (seed, split, i)."""
     if n_train < 0 or n_test < 0:
         raise ValueError(f"image counts must be non-negative, got n_train={n_train}, n_test={n_test}")
+    if style not in STYLES:
+        raise ValueError(f"unknown style {style!r} (valid: {', '.join(STYLES)})")
     ids = make_ids(seed, _TRAIN, n_train)
     test_ids = make_ids(seed, _TEST, n_test)
-    images, masks, z = _render_split(seed, _TRAIN, n_train)
-    test_images, test_masks, test_z = _render_split(seed, _TEST, n_test)
+    images, masks, z = _render_split(seed, _TRAIN, n_train, style)
+    test_images, test_masks, test_z = _render_split(seed, _TEST, n_test, style)
     depths = dict(zip(ids + test_ids, (int(v) for v in np.concatenate([z, test_z]))))
     return SyntheticSet(ids, images, masks, depths, test_ids, test_images, test_masks)
 
 
-def write_dataset(root: str | Path, n_train: int = 4000, n_test: int = 18000, seed: int = 0) -> Path:
+def write_dataset(root: str | Path, n_train: int = 4000, n_test: int = 18000, seed: int = 0,
+                  style: str = "default") -> Path:
     """Write a synthetic dataset in the Kaggle layout, plus the hidden test labels in ``synthetic_test_masks.npz``.
 
     The side file lets tests score a submission; it is written after the folder because ``tgs.write``
     only creates a folder that does not exist yet (or is empty).
     """
     root = Path(root)
-    data = generate(n_train, n_test, seed)
+    data = generate(n_train, n_test, seed, style)
     tgs.write(root, data.ids, data.images, data.masks, depths=data.depths,
               test_ids=data.test_ids, test_images=data.test_images)
     atomic.write_npz(root / "synthetic_test_masks.npz", ids=np.asarray(data.test_ids), masks=data.test_masks)
@@ -98,13 +111,19 @@ def _feistel40(key: bytes, x: int) -> int:
     return (left << 20) | right
 
 
-def _render_split(seed: int, split: int, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _render_split(seed: int, split: int, n: int, style: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     images = np.empty((n, SIZE, SIZE), np.uint8)
     masks = np.empty((n, SIZE, SIZE), bool)
     depths = np.empty(n, np.int64)
     for i in range(n):
         rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(split, i)))
-        images[i], masks[i], depths[i] = _render(rng)
+        scene = _render(rng)
+        if style == "hard" and scene.dist is not None:
+            paint = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(split, i, 1)))
+            images[i] = _render_hard(paint, scene)
+        else:  # constant grey images stay grey in every style, as in the real data
+            images[i] = scene.image
+        masks[i], depths[i] = scene.mask, scene.depth
     return images, masks, depths
 
 
@@ -146,21 +165,31 @@ def _ricker(t: np.ndarray, wavelength: float) -> np.ndarray:
 
 # --- one image --------------------------------------------------------------------------------------
 
-def _render(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, int]:
+class _Scene(NamedTuple):
+    """One default-style image with what another style needs to repaint it over the same label."""
+
+    image: np.ndarray
+    mask: np.ndarray
+    depth: int
+    dist: np.ndarray | None  # signed distance to the salt boundary (px, >0 in salt); -inf without salt; None if grey
+    wavelength: float
+
+
+def _render(rng: np.random.Generator) -> _Scene:
     """One image: its coverage class is drawn from the real histogram first, then the picture is built to fit it."""
     cls = int(rng.choice(11, p=_CLASS_P))
     if cls == 0 and rng.random() < _GREY_GIVEN_EMPTY:
         grey = np.full((SIZE, SIZE), int(rng.integers(95, 160)), np.uint8)
-        return grey, np.zeros((SIZE, SIZE), bool), _depth(rng, False)
+        return _Scene(grey, np.zeros((SIZE, SIZE), bool), _depth(rng, False), None, 0.0)
     wavelength = float(np.exp(rng.uniform(np.log(3.5), np.log(16.0))))
     if cls == 0:
         sed = _sediments(rng, wavelength, None)
         img = _distractor(rng, sed, wavelength) if rng.random() < 0.35 else sed
-        mask = np.zeros((SIZE, SIZE), bool)
+        mask, dist = np.zeros((SIZE, SIZE), bool), np.full((SIZE, SIZE), -np.inf)
     else:
         mask, dist = _salt_body(rng, _target_coverage(rng, cls))
         img = _add_salt(rng, _sediments(rng, wavelength, dist), mask, dist, wavelength)
-    return _finish(rng, img), mask, _depth(rng, cls > 0)
+    return _Scene(_finish(rng, img), mask, _depth(rng, cls > 0), dist, wavelength)
 
 
 def _depth(rng: np.random.Generator, salt: bool) -> int:
@@ -338,5 +367,100 @@ def _finish(rng: np.random.Generator, img: np.ndarray) -> np.ndarray:
     noise = ndimage.gaussian_filter(rng.standard_normal((SIZE, SIZE)), (rng.uniform(0.4, 0.9), rng.uniform(0.6, 2.5)))
     img = img + rng.uniform(0.05, 0.5) * noise / noise.std()  # laterally elongated grain, like migrated noise
     img = img * np.exp(0.2 * _smooth2d(rng, 3))
+    out = rng.normal(122, 14) + rng.uniform(14, 36) * img / (img.std() + 1e-9)
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+# --- the hard style: another texture model over the same labels ---------------------------------------
+
+def _render_hard(rng: np.random.Generator, scene: _Scene) -> np.ndarray:
+    """Repaint a scene: new sediments, a faint and smeared salt signature, more distractors, a noisier acquisition."""
+    wavelength = float(np.clip(scene.wavelength * np.exp(rng.normal(0.0, 0.25)), 3.0, 18.0))
+    salt = bool(scene.mask.any())
+    dist = np.maximum(scene.dist, -60.0)  # finite everywhere: far from any salt
+    img = _hard_sediments(rng, wavelength, dist if salt else None)
+    if salt:
+        img = _hard_salt(rng, img, dist, wavelength)
+    if rng.random() < (0.3 if salt else 0.6):
+        img = _hard_distractor(rng, img, dist, wavelength)
+    return _hard_finish(rng, img)
+
+
+def _hard_sediments(rng: np.random.Generator, wavelength: float, salt_dist: np.ndarray | None) -> np.ndarray:
+    """Laterally filtered noise, band-passed in depth by a phase-rotated Gaussian wavelet, sampled along warped depths."""
+    dip = np.tan(np.radians(rng.normal(0.0, 20.0))) * (SIZE - 1)
+    u = _Z * (SIZE - 1) + dip * _X + rng.uniform(1.0, 10.0) * _smooth2d(rng, int(rng.integers(3, 6)))
+    u += rng.uniform(0.0, 0.4) * wavelength * _smooth2d(rng, 10)
+    if salt_dist is not None:  # layers bend against the salt, up or down
+        u += rng.uniform(-15, 15) * np.exp(np.minimum(salt_dist, 0.0) / rng.uniform(5, 25))
+    u -= u.min() - 2 * wavelength
+    n = int(u.max() + 2 * wavelength) + 2
+    # the table's columns are k px apart (k ~ a third of the lateral correlation length): same texture, less filtering
+    lateral = rng.uniform(4.0, 30.0)
+    k = max(1.0, lateral / 3)
+    cols = int((SIZE + 40) / k) + 2
+    band = np.exp(0.5 * _smooth1d(rng, 6))[np.linspace(0, SIZE - 1, n).astype(int)]
+    r = ndimage.gaussian_filter1d(rng.laplace(size=(n, cols)), lateral / k, axis=1, mode="reflect") * band[:, None]
+    sigma = wavelength / (2 * np.pi) * 1.4
+    phase = rng.uniform(0, np.pi)
+    table = (np.cos(phase) * ndimage.gaussian_filter1d(r, sigma, axis=0, order=2) * sigma
+             + np.sin(phase) * ndimage.gaussian_filter1d(r, sigma, axis=0, order=1))
+    fine = ndimage.gaussian_filter1d(rng.standard_normal((n, cols)), rng.uniform(0.7, 2.5), axis=1)
+    fine = ndimage.gaussian_filter1d(fine, 0.8, axis=0, order=1)  # thin laminations between the main reflectors
+    table += rng.uniform(0.0, 0.5) * table.std() / (fine.std() + 1e-9) * fine
+    zz, xx = np.ogrid[:n, :cols]
+    for _ in range(rng.poisson(1.0)):  # bright spots: short, strong lenses along one reflector
+        zc, xc = rng.uniform(0, n), rng.uniform(20, SIZE + 20) / k
+        table *= 1 + rng.uniform(2, 6) * np.exp(-((zz - zc) / rng.uniform(1, 3)) ** 2 - ((xx - xc) * k / rng.uniform(3, 12)) ** 2)
+    img = ndimage.map_coordinates(table, [u, (_X * (SIZE - 1) + 20) / k], order=1, mode="nearest")
+    return img * np.exp(0.4 * _smooth2d(rng, int(rng.integers(3, 9))))
+
+
+def _hard_salt(rng: np.random.Generator, sed: np.ndarray, dist: np.ndarray, wavelength: float) -> np.ndarray:
+    """Salt the eye finds late: an interior keeping ghosts of layers, a jittered soft boundary, a faint or absent edge."""
+    jitter = dist + rng.uniform(0.5, 2.5) * _smooth2d(rng, 10)
+    inside = 1.0 / (1.0 + np.exp(-np.clip(jitter / rng.uniform(1.5, 5.0), -30, 30)))
+    blobs = _smooth2d(rng, int(rng.integers(6, 25)))
+    interior = rng.uniform(0.05, 0.25) * sed + rng.uniform(0.1, 0.45) * sed.std() * blobs / (blobs.std() + 1e-9)
+    strength = rng.uniform(0.0, 1.5) * sed.std() * (rng.random() < 0.7) * np.clip(1 + 0.6 * _smooth2d(rng, 4), 0.0, None)
+    edge = _ricker(jitter, wavelength * rng.uniform(0.6, 1.5)) * rng.choice((1, -1))
+    return sed * (1 - inside) + interior * inside + strength * edge
+
+
+def _hard_distractor(rng: np.random.Generator, img: np.ndarray, dist: np.ndarray, wavelength: float) -> np.ndarray:
+    """Salt-like patches away from any salt: a quiet zone, a lone strong reflector, or a vertically streaky chimney."""
+    away = 1.0 / (1.0 + np.exp(np.clip((dist + 8.0) / 2.0, -30, 30)))  # 0 in and near the salt
+    kind = int(rng.integers(3))
+    if kind == 0:
+        f = _smooth2d(rng, 4)
+        w = away / (1.0 + np.exp(-(f - np.quantile(f, rng.uniform(0.4, 0.9))) * rng.uniform(3, 10)))
+        blobs = _smooth2d(rng, int(rng.integers(6, 25)))
+        quiet = rng.uniform(0.1, 0.5) * img + rng.uniform(0.1, 0.45) * img.std() * blobs / (blobs.std() + 1e-9)
+        return img * (1 - w) + quiet * w
+    if kind == 1:
+        f = _Z + rng.normal(0, 0.5) * (_X - 0.5) + 0.1 * _smooth2d(rng, 4)
+        _, d = _top_k(f, int(rng.integers(1000, 9000)))
+        return img + rng.uniform(1.5, 3.0) * img.std() * _ricker(d, wavelength) * away
+    x0, width = rng.uniform(0, 1), rng.uniform(0.08, 0.3)
+    w = away * np.exp(-(((_X - x0) + 0.2 * _smooth2d(rng, 4)) / width) ** 2)
+    streaks = ndimage.gaussian_filter(rng.standard_normal((SIZE, SIZE)), (rng.uniform(4, 12), rng.uniform(0.8, 2.0)))
+    return img * (1 - w) + (0.3 * img + streaks * img.std() / streaks.std()) * w
+
+
+def _hard_finish(rng: np.random.Generator, img: np.ndarray) -> np.ndarray:
+    """Blur more often and stronger, two kinds of noise, then the same 8-bit grey levels as the default style.
+
+    The grain follows the local amplitude, as migration noise does, so quiet salt stays smooth rather than grainy.
+    """
+    if rng.random() < 0.4:
+        img = ndimage.gaussian_filter(img, rng.uniform(1.0, 3.0, size=2))
+    else:
+        img = ndimage.gaussian_filter(img, rng.uniform(0.4, 1.2))
+    img = img / (img.std() + 1e-9)
+    envelope = 0.3 + 0.7 * np.sqrt(ndimage.uniform_filter(img**2, 9))
+    grain = ndimage.gaussian_filter(rng.standard_normal((SIZE, SIZE)), (rng.uniform(0.4, 1.0), rng.uniform(0.6, 3.0)))
+    swell = _smooth2d(rng, int(rng.integers(25, 50)))
+    img = img + rng.uniform(0.15, 0.6) * envelope * grain / grain.std() + rng.uniform(0.0, 0.4) * swell / swell.std()
+    img = img * np.exp(0.3 * _smooth2d(rng, 3))
     out = rng.normal(122, 14) + rng.uniform(14, 36) * img / (img.std() + 1e-9)
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)

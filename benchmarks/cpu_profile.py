@@ -1,0 +1,182 @@
+"""CPU quick profile across generators: does every architecture clear the all-empty baseline on every dataset variant?
+
+For each candidate recipe (``--set`` overrides layered on configs/quick.yaml) and each dataset variant
+(synthetic generator seed x style, 600 train images), the variant is written to a temporary TGS folder
+and the real ``salt-bench run`` trains on it in a subprocess, exactly as ``make bench`` would. The table
+gives the all-empty baseline (the score of predicting no salt anywhere: the fraction of empty masks),
+each architecture's margin (ranking score - baseline; the goal is >= 0.05) and its training images/s.
+
+    python benchmarks/cpu_profile.py [--recipes quick,...] [--variants 1:default,1:hard,...] [--archs unet,...]
+                                     [--set KEY=VALUE ...] [--work DIR] [--csv FILE]
+
+A full run is about 8 minutes per recipe and variant on 2 idle cores; ``--set protocol.epochs=1`` is a smoke test,
+``--set runtime.threads=1`` keeps it to one core. The subprocess runs this checkout's code (``python -m bench.cli``).
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from bench.data import synthetic, tgs
+from bench.errors import BenchError
+
+REPO = Path(__file__).resolve().parents[1]
+QUICK = REPO / "configs" / "quick.yaml"
+N_TRAIN = 600
+MARGIN_GOAL = 0.05
+#: Candidate recipes: overrides layered on configs/quick.yaml. Add a line to profile another one.
+RECIPES: dict[str, list[str]] = {
+    "quick": [],
+    "quick-lr1e-3": ["protocol.optimizer.lr=1.0e-3"],
+}
+DEFAULT_VARIANTS = "1:default,2:default,3:default,1:hard,2:hard,3:hard"
+
+
+@dataclass(frozen=True)
+class Variant:
+    seed: int
+    style: str
+
+    @property
+    def name(self) -> str:
+        return f"{self.seed}:{self.style}"
+
+
+def parse_variants(text: str) -> list[Variant]:
+    """``seed:style,...`` into variants; a bare seed means the default style."""
+    out = []
+    for item in (v.strip() for v in text.split(",") if v.strip()):
+        seed, _, style = item.partition(":")
+        style = style or "default"
+        if not seed.lstrip("-").isdigit() or style not in synthetic.STYLES:
+            raise BenchError(f"--variants: {item!r} is not SEED:STYLE with STYLE one of {', '.join(synthetic.STYLES)}")
+        out.append(Variant(int(seed), style))
+    if not out:
+        raise BenchError("--variants: no variant given")
+    return out
+
+
+def parse_recipes(text: str) -> list[str]:
+    names = [v.strip() for v in text.split(",") if v.strip()]
+    unknown = [n for n in names if n not in RECIPES]
+    if unknown or not names:
+        raise BenchError(f"--recipes: {', '.join(unknown) or 'none given'}: not a recipe (known: {', '.join(RECIPES)})")
+    return names
+
+
+def write_variant(root: Path, variant: Variant, n_train: int = N_TRAIN) -> float:
+    """Write the variant's train images (no test images) and return its all-empty baseline."""
+    synthetic.write_dataset(root, n_train=n_train, n_test=0, seed=variant.seed, style=variant.style)
+    return float((~tgs.load(root).masks.any(axis=(1, 2))).mean())
+
+
+def run_one(data_dir: Path, run_dir: Path, overrides: list[str], archs: list[str] | None, log: Path) -> float:
+    """``salt-bench run`` on one variant in a subprocess of this interpreter and checkout; returns its wall time (s)."""
+    cmd = [sys.executable, "-m", "bench.cli", "run", "--config", str(QUICK), "--set", f"data.source={data_dir}",
+           "--no-report", "--out", str(run_dir)]
+    for o in overrides:
+        cmd += ["--set", o]
+    if archs:
+        cmd += ["--archs", ",".join(archs)]
+    t0 = time.perf_counter()
+    with open(log, "w") as fh:
+        done = subprocess.run(cmd, cwd=REPO, stdout=fh, stderr=subprocess.STDOUT)
+    wall = time.perf_counter() - t0
+    if done.returncode != 0:
+        print("\n".join(log.read_text().splitlines()[-15:]), file=sys.stderr)
+        raise BenchError(f"{log}: salt-bench run exited with {done.returncode} (its last lines are above)")
+    return wall
+
+
+def board_rows(run_dir: Path, recipe: str, variant: Variant, baseline: float, wall_s: float) -> list[dict]:
+    """One row per architecture from the run's leaderboard.csv; ``holdout_score`` and ``learned`` when it has them."""
+    board = pd.read_csv(run_dir / "leaderboard.csv")
+    rows = []
+    for _, r in board.iterrows():
+        row = {"recipe": recipe, "variant": variant.name, "arch": r["arch"], "baseline": baseline, "score": r["score"],
+               "margin": r["score"] - baseline, "train_images_per_s": r["train_images_per_s"], "wall_s": wall_s}
+        if "holdout_score" in board:
+            row["holdout_margin"] = r["holdout_score"] - baseline
+        if "learned" in board:
+            row["learned"] = r["learned"]
+        rows.append(row)
+    return rows
+
+
+def format_table(long: pd.DataFrame) -> str:
+    """Margins and img/s side by side, one line per recipe and variant, architectures as columns."""
+    index = ["recipe", "variant"]
+    first = long.drop_duplicates(index).set_index(index)
+    margins = long.pivot_table(index=index, columns="arch", values="margin", sort=False)
+    speed = long.pivot_table(index=index, columns="arch", values="train_images_per_s", sort=False)
+    four, whole = "{:.4f}".format, "{:.0f}".format
+    table = pd.concat({"baseline": first[["baseline"]].map(four), "margin (score - baseline)": margins.map(four),
+                       "train img/s": speed.map(whole)}, axis=1)
+    table[("min margin", "")] = margins.min(axis=1).map(four)
+    table[("wall s", "")] = first["wall_s"].map(whole)
+    lines = [table.to_string()]
+    if "holdout_margin" in long:
+        holdout = long.pivot_table(index=index, columns="arch", values="holdout_margin", sort=False)
+        lines += ["", "holdout margin (holdout_score - baseline):", holdout.map(four).to_string()]
+    if "learned" in long:
+        missed = long.loc[~long["learned"].astype(bool), ["recipe", "variant", "arch"]]
+        lines += ["", "not learned: " + (", ".join(" ".join(map(str, r)) for r in missed.to_numpy()) or "none")]
+    below = int(margins.lt(MARGIN_GOAL).sum().sum())
+    lines += ["", f"{below} of {margins.size} (recipe, variant, architecture) margins below the goal of {MARGIN_GOAL}"]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--recipes", default="quick", metavar="NAME,...", help=f"known: {', '.join(RECIPES)}")
+    ap.add_argument("--variants", default=DEFAULT_VARIANTS, metavar="SEED:STYLE,...")
+    ap.add_argument("--n-train", type=int, default=N_TRAIN, help="images per variant (fewer only for a smoke test)")
+    ap.add_argument("--archs", type=lambda s: [a.strip() for a in s.split(",") if a.strip()], default=None)
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+                    help="extra override for every run, after the recipe's (e.g. protocol.epochs=1 for a smoke test)")
+    ap.add_argument("--work", type=Path, default=None, help="keep datasets, run directories and logs here (default: a "
+                                                             "temporary folder, removed at the end)")
+    ap.add_argument("--csv", type=Path, default=None, help="also write the long table (one row per architecture) here")
+    args = ap.parse_args(argv)
+    work = args.work or Path(tempfile.mkdtemp(prefix="cpu-profile-"))
+    rows: list[dict] = []
+    try:
+        recipes, variants = parse_recipes(args.recipes), parse_variants(args.variants)
+        for variant in variants:
+            data_dir = work / "data" / f"s{variant.seed}-{variant.style}"
+            if data_dir.exists():
+                shutil.rmtree(data_dir)
+            baseline = write_variant(data_dir, variant, args.n_train)
+            for recipe in recipes:
+                run_dir = work / "runs" / f"{recipe}-s{variant.seed}-{variant.style}"
+                if run_dir.exists():
+                    shutil.rmtree(run_dir)
+                log = work / f"{recipe}-s{variant.seed}-{variant.style}.log"
+                print(f"{recipe} on {variant.name} (baseline {baseline:.4f}): training, log {log}", flush=True)
+                wall = run_one(data_dir, run_dir, RECIPES[recipe] + args.overrides, args.archs, log)
+                rows += board_rows(run_dir, recipe, variant, baseline, wall)
+                print(f"  done in {wall:.0f} s", flush=True)
+    except BenchError as exc:
+        print(f"cpu_profile: error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        if args.work is None:
+            shutil.rmtree(work, ignore_errors=True)
+    long = pd.DataFrame(rows)
+    if args.csv:
+        long.to_csv(args.csv, index=False)
+    print()
+    print(format_table(long))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
