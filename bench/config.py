@@ -33,7 +33,7 @@ class DataConfig:
     source: str = "synthetic"  # "synthetic" or a path to a Kaggle TGS folder
     n_train: int = field(default=4000, metadata=_range(8))  # synthetic: images generated; folder: ignored
     n_test: int = field(default=18000, metadata=_range(0))
-    seed: int = 0  # synthetic generator seed
+    seed: int = field(default=0, metadata=_range(0))  # synthetic generator seed
     subset: int | None = field(default=None, metadata=_range(8))  # use a seeded random subset of train images
 
 
@@ -87,8 +87,8 @@ class ModelConfig:
 @dataclass
 class ProtocolConfig:
     folds: int = field(default=5, metadata=_range(2, 20))
-    fold_seed: int = 0
-    seeds: list[int] = field(default_factory=lambda: [0])
+    fold_seed: int = field(default=0, metadata=_range(0))
+    seeds: list[int] = field(default_factory=lambda: [0], metadata=_range(0))  # seeds are SeedSequence entropy: >= 0
     input: InputConfig = field(default_factory=InputConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     epochs: int = field(default=40, metadata=_range(1, 10000))
@@ -291,7 +291,12 @@ def _finite(value: Any, key: str, source: str) -> float:
 
 
 def _check_range(value: Any, meta: dict, key: str, source: str) -> None:
-    """Written as ``not lo <= value`` so that a value no comparison holds for (NaN) fails too."""
+    """The range of a list field applies to each item. Written as ``not lo <= value`` so that a value no
+    comparison holds for (NaN) fails too."""
+    if isinstance(value, list):
+        for i, item in enumerate(value):
+            _check_range(item, meta, f"{key}[{i}]", source)
+        return
     if meta["choices"] and value not in meta["choices"]:
         raise BenchError(f"{source}: {key}: {value!r} is not one of {', '.join(meta['choices'])}")
     if meta["lo"] is not None and not meta["lo"] <= value:
