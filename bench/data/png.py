@@ -100,4 +100,9 @@ def write_png(job: tuple[Path, np.ndarray, bool]) -> None:
         image = Image.fromarray(pixels.astype(np.uint16) * np.uint16(65535))
     else:
         image = Image.fromarray(np.zeros((SIZE, SIZE), np.uint8), "L")
-    image.save(path, format="PNG", compress_level=1)
+    try:
+        image.save(path, format="PNG", compress_level=1)
+    except OSError as exc:
+        if exc.filename is None:  # a failed write (disk full) does not say which file; the CLI prints it
+            exc.filename = str(path)
+        raise

@@ -312,7 +312,12 @@ def _as_int(value: object, ident: str) -> int:
 
 def _write_csv(path: Path, header: list[str], rows: Sequence[tuple[str, object]]) -> None:
     lines = [",".join(header)] + [f"{a},{b}" for a, b in rows]
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8", newline="")
+    try:
+        path.write_text("\n".join(lines) + "\n", encoding="utf-8", newline="")
+    except OSError as exc:
+        if exc.filename is None:  # a failed write (disk full) does not say which file; the CLI prints it
+            exc.filename = str(path)
+        raise
 
 
 def _replace_dir(tmp: Path, root: Path) -> None:
