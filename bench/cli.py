@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from bench.errors import BenchError
+from bench.errors import BenchError, one_line
 
 
 def _csv(value: str) -> list[str]:
@@ -48,14 +48,28 @@ def _cmd_data_folds(args: argparse.Namespace) -> None:
 
 
 def _positive_float(allow_zero: bool) -> Callable[[str], float]:
-    """An argparse type for resource amounts: a number > 0 (or >= 0), rejected at parse time, not by Ray."""
+    """An argparse type for amounts (resources, seconds): a finite number > 0 (or >= 0), refused at parse
+    time; NaN would pass any later ``<= 0`` check (a NaN --timeout never ends)."""
     def parse(value: str) -> float:
         try:
             x = float(value)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected a number, got {value!r}") from None
-        if not 0 <= x < float("inf") or (x == 0 and not allow_zero):
-            raise argparse.ArgumentTypeError(f"expected a number {'>=' if allow_zero else '>'} 0, got {value!r}")
+        if not (0 <= x < float("inf")) or (x == 0 and not allow_zero):
+            raise argparse.ArgumentTypeError(f"expected a finite number {'>=' if allow_zero else '>'} 0, got {value!r}")
+        return x
+    return parse
+
+
+def _int_at_least(lo: int) -> Callable[[str], int]:
+    """An argparse type for counts and seeds: an integer >= ``lo``, refused at parse time rather than by numpy."""
+    def parse(value: str) -> int:
+        try:
+            x = int(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {value!r}") from None
+        if x < lo:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {lo}, got {value!r}")
         return x
     return parse
 
@@ -122,18 +136,24 @@ def build_parser() -> argparse.ArgumentParser:
     dsub = data.add_subparsers(dest="data_command", required=True)
     p = dsub.add_parser("synth", help="write the synthetic seismic salt dataset")
     p.add_argument("--out", required=True)
+<<<<<<< HEAD
     p.add_argument("--n-train", type=int, default=4000)
     p.add_argument("--n-test", type=int, default=18000)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--style", choices=["default", "hard"], default="default", help="hard: the same labels, harder images")
+=======
+    p.add_argument("--n-train", type=_int_at_least(1), default=4000)
+    p.add_argument("--n-test", type=_int_at_least(0), default=18000)
+    p.add_argument("--seed", type=_int_at_least(0), default=0)
+>>>>>>> harden
     p.set_defaults(func=_cmd_data_synth)
     p = dsub.add_parser("check", help="validate a TGS folder and print its statistics")
     p.add_argument("dir")
     p.set_defaults(func=_cmd_data_check)
     p = dsub.add_parser("folds", help="make (or reload) coverage-stratified folds and ImageSets")
     p.add_argument("dir")
-    p.add_argument("--k", type=int, default=5)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--k", type=_int_at_least(2), default=5)
+    p.add_argument("--seed", type=_int_at_least(0), default=0)
     p.add_argument("--out", default=None, help="where splits.json and ImageSets/ go (default: the data folder)")
     p.set_defaults(func=_cmd_data_folds)
 
@@ -162,7 +182,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--arch")
     g.add_argument("--all", action="store_true")
     p.add_argument("--space", default="configs/tune/default.yaml")
+<<<<<<< HEAD
     p.add_argument("--n-trials", type=_positive_int, default=None,
+=======
+    p.add_argument("--n-trials", type=_int_at_least(1), default=None,
+>>>>>>> harden
                    help="trials to add in this invocation; re-running the same command resumes the study")
     p.add_argument("--timeout", type=_positive_float(allow_zero=False), default=None, help="seconds per architecture")
     p.add_argument("--storage", default=None,
@@ -199,6 +223,10 @@ def main(argv: list[str] | None = None) -> int:
         args.func(args)
     except BenchError as exc:
         print(f"salt-bench: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # disk full, permission denied: writes are atomic, so no half-written file is left
+        where = exc.filename2 or exc.filename  # a rename names its target second
+        print(f"salt-bench: error: {f'{where}: ' if where else ''}{exc.strerror or one_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("salt-bench: interrupted; finished cells are kept, run again to resume", file=sys.stderr)

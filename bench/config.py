@@ -10,6 +10,7 @@ import copy
 import dataclasses
 import hashlib
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -32,7 +33,7 @@ class DataConfig:
     source: str = "synthetic"  # "synthetic" or a path to a Kaggle TGS folder
     n_train: int = field(default=4000, metadata=_range(8))  # synthetic: images generated; folder: ignored
     n_test: int = field(default=18000, metadata=_range(0))
-    seed: int = 0  # synthetic generator seed
+    seed: int = field(default=0, metadata=_range(0))  # synthetic generator seed
     style: str = field(default="default", metadata=_range(choices=("default", "hard")))  # synthetic: same labels, other images
     subset: int | None = field(default=None, metadata=_range(8))  # use a seeded random subset of train images
     # The locked holdout: labelled images no choice ever reads, predicted once at the end of a run.
@@ -92,8 +93,8 @@ class ModelConfig:
 @dataclass
 class ProtocolConfig:
     folds: int = field(default=5, metadata=_range(2, 20))
-    fold_seed: int = 0
-    seeds: list[int] = field(default_factory=lambda: [0])
+    fold_seed: int = field(default=0, metadata=_range(0))
+    seeds: list[int] = field(default_factory=lambda: [0], metadata=_range(0))  # seeds are SeedSequence entropy: >= 0
     input: InputConfig = field(default_factory=InputConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     epochs: int = field(default=40, metadata=_range(1, 10000))
@@ -314,13 +315,8 @@ def _coerce(value: Any, tp: Any, key: str, source: str) -> Any:
         if not isinstance(value, dict):
             raise BenchError(f"{source}: {key}: expected a mapping, got {type(value).__name__}")
         return {str(k): (v if val_tp is Any else _coerce(v, val_tp, f"{key}.{k}", source)) for k, v in value.items()}
-    if tp is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if tp is float and isinstance(value, str):
-        try:
-            return float(value)  # YAML 1.1 reads 1e-3 as a string
-        except ValueError:
-            pass
+    if tp is float:
+        return _finite(value, key, source)
     if tp in (int, float, str, bool):
         if isinstance(value, bool) and tp is not bool or not isinstance(value, tp):
             raise BenchError(f"{source}: {key}: expected {_type_name(tp)}, got {type(value).__name__} {value!r}")
@@ -346,12 +342,32 @@ def _build(cls: type, raw: dict, prefix: str, source: str) -> Any:
     return cls(**kwargs)
 
 
+def _finite(value: Any, key: str, source: str) -> float:
+    """A float from an int, a float or a numeric string (YAML 1.1 reads 1e-3 as a string), refusing NaN and
+    infinities: NaN passes every range comparison and would silently drop a loss term or diverge training."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise BenchError(f"{source}: {key}: expected float, got {type(value).__name__} {value!r}")
+    try:
+        number = float(value)
+    except (ValueError, OverflowError):
+        raise BenchError(f"{source}: {key}: expected float, got {type(value).__name__} {value!r}") from None
+    if not math.isfinite(number):
+        raise BenchError(f"{source}: {key}: expected a finite number, got {value!r}")
+    return number
+
+
 def _check_range(value: Any, meta: dict, key: str, source: str) -> None:
+    """The range of a list field applies to each item. Written as ``not lo <= value`` so that a value no
+    comparison holds for (NaN) fails too."""
+    if isinstance(value, list):
+        for i, item in enumerate(value):
+            _check_range(item, meta, f"{key}[{i}]", source)
+        return
     if meta["choices"] and value not in meta["choices"]:
         raise BenchError(f"{source}: {key}: {value!r} is not one of {', '.join(meta['choices'])}")
-    if meta["lo"] is not None and value < meta["lo"]:
+    if meta["lo"] is not None and not meta["lo"] <= value:
         raise BenchError(f"{source}: {key}: {value!r} is below the minimum {meta['lo']}")
-    if meta["hi"] is not None and value > meta["hi"]:
+    if meta["hi"] is not None and not value <= meta["hi"]:
         raise BenchError(f"{source}: {key}: {value!r} is above the maximum {meta['hi']}")
 
 

@@ -97,6 +97,8 @@ def load_or_make_splits(
     ids = list(ids)
     if len(ids) != len(masks):
         raise ValueError(f"{len(ids)} ids but {len(masks)} masks")
+    if not 2 <= k <= len(ids):
+        raise BenchError(f"{path}: cannot make {k} folds from {len(ids)} images (k must be from 2 to the number of images)")
     fingerprint = dataset_fingerprint(ids, masks)
     if path.exists():
         return _read_splits(path, ids, fingerprint, k, seed)

@@ -5,6 +5,9 @@ Images are 101x101 8-bit, stored as RGB with three equal channels (grayscale is 
 """
 from __future__ import annotations
 
+import contextlib
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -16,20 +19,42 @@ SIZE = 101
 
 
 def _open_png(path: Path) -> Image.Image:
-    """Open and fully decode a 101x101 PNG, or raise a one-line error naming the file."""
+    """Open a 101x101 PNG and decode it, or raise a one-line error naming the file.
+
+    ``Image.open`` reads only the header, so format and size are checked before any pixel is decoded: a
+    420 KB file can declare 12000x12000 pixels (1.2 GB decoded). Pillow's own decompression-bomb check
+    runs inside ``Image.open``, before ours, on images over 89 M pixels: its error, and its warning
+    (which ``bomb_warnings_as_errors`` turns into an error so that it is not printed), become the same
+    one-line refusal.
+    """
     if not path.is_file():
         raise BenchError(f"{path}: missing PNG")
     try:
-        with Image.open(path) as im:
-            im.load()
-            image, fmt = im.copy(), im.format
+        im = Image.open(path)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise BenchError(f"{path}: wrong size, expected {SIZE}x{SIZE} ({one_line(exc)})") from None
     except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as exc:
         raise BenchError(f"{path}: corrupt PNG ({one_line(exc)})") from None
-    if fmt != "PNG":
-        raise BenchError(f"{path}: not a PNG (format {fmt})")
-    if image.size != (SIZE, SIZE):
-        raise BenchError(f"{path}: wrong size {image.size[0]}x{image.size[1]}, expected {SIZE}x{SIZE}")
-    return image
+    with im:
+        if im.format != "PNG":
+            raise BenchError(f"{path}: not a PNG (format {im.format})")
+        if im.size != (SIZE, SIZE):
+            raise BenchError(f"{path}: wrong size {im.size[0]}x{im.size[1]}, expected {SIZE}x{SIZE}")
+        try:
+            im.load()
+        except (OSError, SyntaxError, ValueError) as exc:
+            raise BenchError(f"{path}: corrupt PNG ({one_line(exc)})") from None
+        return im.copy()
+
+
+@contextlib.contextmanager
+def bomb_warnings_as_errors() -> Iterator[None]:
+    """Make Pillow's ``DecompressionBombWarning`` an error while reading, so that ``_open_png`` refuses
+    the file in one line instead of a warning being printed first. Enter it in the thread that starts
+    the readers: the filter is process-wide and ``warnings.catch_warnings`` is not thread-safe."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        yield
 
 
 def _gray(path: Path, image: Image.Image) -> np.ndarray:
@@ -75,4 +100,9 @@ def write_png(job: tuple[Path, np.ndarray, bool]) -> None:
         image = Image.fromarray(pixels.astype(np.uint16) * np.uint16(65535))
     else:
         image = Image.fromarray(np.zeros((SIZE, SIZE), np.uint8), "L")
-    image.save(path, format="PNG", compress_level=1)
+    try:
+        image.save(path, format="PNG", compress_level=1)
+    except OSError as exc:
+        if exc.filename is None:  # a failed write (disk full) does not say which file; the CLI prints it
+            exc.filename = str(path)
+        raise

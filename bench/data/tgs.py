@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.data.folds import N_CLASSES, coverage_class
-from bench.data.png import SIZE, read_image, read_mask, write_png
+from bench.data.png import SIZE, bomb_warnings_as_errors, read_image, read_mask, write_png
 from bench.data.rle import rle_decode, rle_encode
 from bench.errors import BenchError, one_line
 
@@ -139,7 +139,7 @@ def _stack(paths: Sequence[Path], read: Callable[[Path], np.ndarray], dtype: typ
     out = np.empty((len(paths), SIZE, SIZE), dtype=dtype)
     if not paths:
         return out
-    with ThreadPoolExecutor(_WORKERS) as pool:
+    with bomb_warnings_as_errors(), ThreadPoolExecutor(_WORKERS) as pool:
         for i, pixels in enumerate(pool.map(read, paths, chunksize=64)):
             out[i] = pixels
     return out
@@ -312,7 +312,12 @@ def _as_int(value: object, ident: str) -> int:
 
 def _write_csv(path: Path, header: list[str], rows: Sequence[tuple[str, object]]) -> None:
     lines = [",".join(header)] + [f"{a},{b}" for a, b in rows]
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8", newline="")
+    try:
+        path.write_text("\n".join(lines) + "\n", encoding="utf-8", newline="")
+    except OSError as exc:
+        if exc.filename is None:  # a failed write (disk full) does not say which file; the CLI prints it
+            exc.filename = str(path)
+        raise
 
 
 def _replace_dir(tmp: Path, root: Path) -> None:
