@@ -136,16 +136,10 @@ def build_parser() -> argparse.ArgumentParser:
     dsub = data.add_subparsers(dest="data_command", required=True)
     p = dsub.add_parser("synth", help="write the synthetic seismic salt dataset")
     p.add_argument("--out", required=True)
-<<<<<<< HEAD
-    p.add_argument("--n-train", type=int, default=4000)
-    p.add_argument("--n-test", type=int, default=18000)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--style", choices=["default", "hard"], default="default", help="hard: the same labels, harder images")
-=======
     p.add_argument("--n-train", type=_int_at_least(1), default=4000)
     p.add_argument("--n-test", type=_int_at_least(0), default=18000)
     p.add_argument("--seed", type=_int_at_least(0), default=0)
->>>>>>> harden
+    p.add_argument("--style", choices=["default", "hard"], default="default", help="hard: the same labels, harder images")
     p.set_defaults(func=_cmd_data_synth)
     p = dsub.add_parser("check", help="validate a TGS folder and print its statistics")
     p.add_argument("dir")
@@ -182,11 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--arch")
     g.add_argument("--all", action="store_true")
     p.add_argument("--space", default="configs/tune/default.yaml")
-<<<<<<< HEAD
-    p.add_argument("--n-trials", type=_positive_int, default=None,
-=======
     p.add_argument("--n-trials", type=_int_at_least(1), default=None,
->>>>>>> harden
                    help="trials to add in this invocation; re-running the same command resumes the study")
     p.add_argument("--timeout", type=_positive_float(allow_zero=False), default=None, help="seconds per architecture")
     p.add_argument("--storage", default=None,
