@@ -81,16 +81,6 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
                    help="dotted override, e.g. --set protocol.epochs=30")
 
 
-def _positive_int(value: str) -> int:
-    try:
-        n = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {value!r}") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value!r}")
-    return n
-
-
 def _cmd_run(args: argparse.Namespace) -> None:
     from bench import runner
 

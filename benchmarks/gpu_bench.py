@@ -325,8 +325,8 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, help="warm-up steps per variant (default 5; 1 with --smoke)")
     ap.add_argument("--smoke", action="store_true", help="CPU, tu-test_resnet, 64 px, batch 4, tiny random data, one thread")
     args = ap.parse_args()
-    steps = args.steps or (2 if args.smoke else 30)
-    warmup = args.warmup or (1 if args.smoke else 5)
+    steps = args.steps if args.steps is not None else 2 if args.smoke else 30
+    warmup = args.warmup if args.warmup is not None else 1 if args.smoke else 5
     if steps < 1 or warmup < 1:
         ap.error("--steps and --warmup must be at least 1")
     paths = args.config or [config.CONFIG_DIR / ("quick.yaml" if args.smoke else "benchmark.yaml")]
