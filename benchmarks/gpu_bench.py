@@ -245,8 +245,9 @@ def bench_arch(cfg: Config, arch: str, data: DeviceData, n_val: int, steps: int,
     evaluation = _split(data, len(data.ids) - n_val, p)
     weights = {k: v.detach().to("cpu", copy=True) for k, v in trainer.model.state_dict().items()}
     state = CellState(epoch=1, history=[{"epoch": 0, "val_score": 0.0, "val_score_a": 0.0, "val_score_b": 0.0}])
-    if p.checkpoint == "crossfit":  # the checkpoint carries the three kept weight sets too
-        state.kept = {k: {"score": 0.0, "epoch": 0, "state": weights} for k in ("all", "a", "b")}
+    if p.checkpoint == "crossfit":  # the checkpoint carries three kept weight sets too, each its own copy
+        state.kept = {k: {"score": 0.0, "epoch": 0, "state": {n: t.clone() for n, t in weights.items()}}
+                      for k in ("all", "a", "b")}
     chash = cell_hash(cell_identity(plan, device))
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "checkpoint.pt"
@@ -284,7 +285,8 @@ def estimate(cfg: Config, rows: list[StageRow], arch_rows: list[ArchRow]) -> lis
     Assumes: one fold's training images are the pool less one fold (pool: ``_pool``), batches as in
     ``batch_stream`` (the ragged tail dropped), every epoch at the measured harness speed of its loss stage
     (warm-up, compilation, data loading and model construction not counted) and validation and OOF at the
-    measured seconds per image.
+    measured seconds per image. ``main`` divides the sum by ``runtime.workers``: cells running that many at a
+    time, each at the speed measured alone, a lower bound since workers sharing one GPU slow each other down.
     """
     out = []
     for a in arch_rows:
