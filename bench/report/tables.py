@@ -87,7 +87,7 @@ def leaderboard(board: pd.DataFrame) -> str:
     frame["fold"] = [_mean_std(m, s) for m, s in zip(frame["fold_mean"], frame["fold_std"])]
     frame["rank_ci"] = [f"{lo:.0f}–{hi:.0f}" if lo != hi else f"{lo:.0f}" for lo, hi in zip(frame["rank_lo"], frame["rank_hi"])]
     frame["learned"] = ["yes" if v in (True, "True") else "no" for v in frame["learned"]]
-    frame["tuned"] = frame["tuned"].fillna("").astype(str)
+    frame["tuned"] = ["" if pd.isna(v) else str(v) for v in frame["tuned"]]
     return _styled(frame, LEADERBOARD, "leaderboard", rank_by={"fold": "fold_mean"})
 
 
@@ -118,7 +118,7 @@ def significance(board: pd.DataFrame) -> str:
     """Each architecture against the best: the mean per-image difference, its interval and the tests of it."""
     frame = board.copy()
     frame["ci"] = [NA if math.isnan(lo) else f"[{lo:+.4f}, {hi:+.4f}]" for lo, hi in zip(frame["ci_lo"], frame["ci_hi"])]
-    frame["vs"] = frame["vs"].fillna("").astype(str)
+    frame["vs"] = ["" if pd.isna(v) else str(v) for v in frame["vs"]]
     spec = {
         "arch": ("architecture", "{}", None),
         "vs": ("vs", "{}", None),
