@@ -16,6 +16,7 @@ import shlex
 import shutil
 import sys
 import traceback
+import urllib.parse
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,9 +44,23 @@ class TrialFailed(RuntimeError):
     """A trial that cannot give a score (a diverged cell): Optuna marks it failed, the study goes on."""
 
 
-def mask_url(url: str) -> str:
-    """The storage URL with any password replaced by ***, for printing."""
-    return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
+# user:password@ up to the last '@' of the word (a careless password may hold an unescaped '@' or '/')
+_USERINFO = re.compile(r"(://[^:/?#@\s]*:)\S*@")
+_QUERY_PARAM = re.compile(r"([?&;])([^=&;#\s]*)=([^&;#\s]*)")
+_SECRET_KEY = re.compile(r"pass|pwd|secret|token", re.IGNORECASE)  # password, sslpassword, passwd, pwd, ...
+
+
+def mask_url(text: str) -> str:
+    """``text`` (a storage URL, or a message quoting one) with every password replaced by ***, for printing:
+    the ``user:password@`` part and the value of any query parameter such as ``?password=`` (libpq and
+    SQLAlchemy accept both). Over-masking is harmless; a printed password is not."""
+    text = _USERINFO.sub(r"\1***@", text)
+
+    def query(m: re.Match) -> str:
+        secret = _SECRET_KEY.search(urllib.parse.unquote_plus(m.group(2)))
+        return f"{m.group(1)}{m.group(2)}={'***' if secret else m.group(3)}"
+
+    return _QUERY_PARAM.sub(query, text)
 
 
 def open_storage(url: str, space: Space) -> optuna.storages.BaseStorage:
@@ -65,7 +80,7 @@ def open_storage(url: str, space: Space) -> optuna.storages.BaseStorage:
                 heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=hb["max_retry"]),
             )
     except Exception as exc:  # sqlalchemy raises many types (bad URL, missing driver, refused connection)
-        raise BenchError(f"--storage {mask_url(url)}: cannot open ({summary(exc)})") from None
+        raise BenchError(f"--storage {mask_url(url)}: cannot open ({mask_url(summary(exc))})") from None
 
 
 def _signature(cfg: Config, arch: str, cells: list[Cell]) -> dict[str, Any]:

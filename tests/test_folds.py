@@ -173,3 +173,13 @@ def test_imagesets_of_a_smaller_k_remove_the_stale_folds(tmp_path):
     export_imagesets(ids, make_folds(masks, k=3, seed=0), out)
     assert sorted(p.name for p in out.iterdir()) == ["fold0", "fold1", "fold2", "fold4"]
     assert [p.name for p in (out / "fold4").iterdir()] == ["notes.md"]
+
+
+@pytest.mark.parametrize("k", [1, 4])
+def test_impossible_k_is_refused_naming_the_file_before_writing(tmp_path, k):
+    masks = _synthetic_masks(3)
+    path = tmp_path / "splits.json"
+    with pytest.raises(BenchError, match=f"{path}: cannot make {k} folds from 3 images") as err:
+        load_or_make_splits(path, ["a", "b", "c"], masks, k=k)
+    assert "\n" not in str(err.value)
+    assert list(tmp_path.iterdir()) == []
