@@ -52,9 +52,11 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], *, binar
         _maybe_killed(path.name, "before")
         os.replace(tmp, path)
         _maybe_killed(path.name, "after")
-    except BaseException:
+    except BaseException as exc:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and exc.filename is None:
+            exc.filename = str(path)  # a failed write or fsync (disk full) names the file it was writing
         raise
     return path
 

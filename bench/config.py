@@ -245,6 +245,9 @@ def read_yaml(path: Path) -> dict:
     except OSError as exc:
         raise BenchError(f"{path}: cannot read config ({exc.strerror})") from None
     try:
+        if any(isinstance(event, yaml.AliasEvent) for event in yaml.parse(text, Loader=yaml.SafeLoader)):
+            # nested aliases expand exponentially when the config is copied out: a few bytes, gigabytes of memory
+            raise BenchError(f"{path}: YAML aliases (*name) are not accepted in a config; write the values out")
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)

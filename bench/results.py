@@ -6,6 +6,7 @@ leaderboard can be rebuilt at any time, also from a partial run.
 from __future__ import annotations
 
 import json
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ import pandas as pd
 
 from bench import atomic, postprocess, stats
 from bench.data.folds import N_CLASSES, coverage_class
-from bench.errors import BenchError
+from bench.errors import BenchError, one_line
 from bench.identity import ENVIRONMENT_KEYS
 from bench.metrics import all_empty_scores, best_threshold, binarise, dice, iou, tgs_precision
 from bench.rundir import OOF, Cell, RunDir
@@ -25,10 +26,14 @@ def _pooled(run: RunDir, arch: str, seed: int, cells: pd.DataFrame, index: dict[
     """Pooled out-of-fold uint8 probabilities of one (arch, seed) over its finished folds."""
     parts: dict[str, list[np.ndarray]] = {"rows": [], "probs": [], "probs_no_tta": []}
     for fold in sorted(cells["fold"]):
-        with np.load(run.cell_dir(Cell(arch, int(fold), int(seed))) / OOF, allow_pickle=False) as z:
-            parts["rows"].append(np.array([index[i] for i in z["ids"]]))
-            parts["probs"].append(z["probs"])
-            parts["probs_no_tta"].append(z["probs_no_tta"])
+        path = run.cell_dir(Cell(arch, int(fold), int(seed))) / OOF
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                parts["rows"].append(np.array([index[str(i)] for i in z["ids"]]))
+                parts["probs"].append(z["probs"])
+                parts["probs_no_tta"].append(z["probs_no_tta"])
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
+            raise BenchError(f"{path}: unreadable out-of-fold file ({type(exc).__name__}: {one_line(exc)})") from None
     return {k: np.concatenate(v) for k, v in parts.items()}
 
 
