@@ -120,6 +120,8 @@ class RuntimeConfig:
     # seconds between resume checkpoints of a cell (0: after every epoch); a kill loses at most this much work,
     # and at 60 s writing model + optimizer state stays far below 2% of a cell's time
     checkpoint_every: float = field(default=60.0, metadata=_range(0, 86400))
+    # validate every N-th epoch (and the last): with ``checkpoint: final`` validation only draws learning curves
+    validate_every: int = field(default=1, metadata=_range(1, 10000))
     # local worker processes claiming cells: None = auto (4 on a CUDA GPU with >= 40 GB, else 1)
     workers: int | None = field(default=None, metadata=_range(1, 64))
 

@@ -253,6 +253,15 @@ def validate(trainer: Trainer, data: DeviceData, split: Split) -> tuple[np.ndarr
     return tgs_precision(split.val_truth, pred), float(iou(split.val_truth, pred).mean())
 
 
+def validates(plan: ArchPlan, epoch: int) -> bool:
+    """Whether ``epoch`` is validated: every ``runtime.validate_every``-th and the last. With the final checkpoint
+    validation only draws the learning curves; crossfit and the plateau schedule need every epoch."""
+    p = plan.protocol
+    if p.checkpoint == "crossfit" or p.scheduler.name == "plateau":
+        return True
+    return (epoch + 1) % plan.runtime.validate_every == 0 or epoch + 1 == p.epochs
+
+
 def _keep(state: CellState, key: str, score: float, epoch: int, model: torch.nn.Module) -> None:
     if score > state.kept.get(key, {"score": -1.0})["score"]:
         state.kept[key] = {"score": score, "epoch": epoch, "state": _cpu_state(model)}
@@ -272,16 +281,20 @@ def _epoch(trainer: Trainer, data: DeviceData, split: Split, cell: Cell, state: 
         state.stop_reason = f"non-finite loss at epoch {epoch} step {n_steps}"
         state.stopped = state.diverged = True
         return
+    row = {"epoch": epoch, "lr": trainer.optimizer.param_groups[0]["lr"], "train_loss": train_loss,
+           "val_score": math.nan, "val_iou": math.nan, "val_score_a": math.nan, "val_score_b": math.nan}
+    state.history.append(row)
+    state.epoch = epoch + 1
+    if not validates(trainer.plan, epoch):
+        return
     scores, val_iou = validate(trainer, data, split)
     score, score_a, score_b = float(scores.mean()), float(scores[split.half_a].mean()), float(scores[~split.half_a].mean())
-    state.history.append({"epoch": epoch, "lr": trainer.optimizer.param_groups[0]["lr"], "train_loss": train_loss,
-                          "val_score": score, "val_iou": val_iou, "val_score_a": score_a, "val_score_b": score_b})
+    row.update(val_score=score, val_iou=val_iou, val_score_a=score_a, val_score_b=score_b)
     if isinstance(trainer.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
         trainer.scheduler.step(score)
     if p.checkpoint == "crossfit":
         for key, value in (("all", score), ("a", score_a), ("b", score_b)):
             _keep(state, key, value, epoch, trainer.model)
-    state.epoch = epoch + 1
 
 
 @dataclass
@@ -405,7 +418,7 @@ def train_cell(
         row = state.history[-1]
         bar.update()
         bar.set_postfix(loss=f"{row['train_loss']:.3f}", val=f"{row['val_score']:.3f}")
-        if on_epoch is not None:
+        if on_epoch is not None and not math.isnan(row["val_score"]):
             on_epoch(epoch, row["val_score"])
         due = time.perf_counter() - last_checkpoint >= plan.runtime.checkpoint_every
         if due and state.epoch < plan.protocol.epochs:  # after the last epoch the artefacts follow at once
