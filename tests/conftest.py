@@ -44,7 +44,7 @@ def tiny_overrides(data_dir: Path, **extra: object) -> list[str]:
         "data.source": str(data_dir), "protocol.folds": 2, "protocol.epochs": 2, "protocol.batch_size": 8,
         "protocol.model.encoder": "tu-test_resnet", "protocol.input.size": 128, "protocol.input.mode": "pad",
         "protocol.loss.then": "{lovasz: 1.0}", "protocol.loss.switch_epoch": 1, "runtime.threads": 1,
-        "runtime.device": "cpu", "runtime.checkpoint_every": 0,
+        "runtime.device": "cpu", "runtime.checkpoint_every": 0, "runtime.workers": 1, "runtime.validate_every": 1,
         "data.holdout": 0,  # tests that need the holdout ask for it
     }
     values.update(extra)
