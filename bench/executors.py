@@ -5,7 +5,7 @@ directory, ``metrics.json`` last, so a cell is done exactly when that file exist
 Ray workers therefore read their inputs from the run directory (``config.yaml``'s dict travels with the
 task, the data and folds come from ``data.npz``) and write the cell there themselves: the run directory
 must be on a filesystem every node sees at the same path (NFS, a cluster mount). The driver moves no
-tensors and no checkpoints, so resume, a killed cell restarting from its last finished epoch and a
+tensors and no checkpoints, so resume, a killed cell restarting from its last checkpointed epoch and a
 partial failure behave exactly as with the local executor.
 """
 from __future__ import annotations

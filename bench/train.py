@@ -1,8 +1,9 @@
 """One cell = (architecture, fold, seed) -> artefacts: metrics.json, history.csv, oof.npz, model.pt.
 
 The whole dataset lives on the device as uint8; a batch is an index gather; augmentation is batched on
-the device from a generator seeded by (seed, fold, epoch). After every epoch a checkpoint is written
-atomically, so a killed cell resumes at the last finished epoch and ends with the same result.
+the device from a generator seeded by (seed, fold, epoch). After an epoch, at most every
+``runtime.checkpoint_every`` seconds, a checkpoint is written atomically, so a killed cell resumes at its last
+checkpointed epoch and ends with the same result.
 
 ``train_cell`` is a skeleton of phases: resume (``CellState``), ``train_one_epoch``, ``validate``,
 ``finish`` (the final inference) and ``write_artefacts``.
