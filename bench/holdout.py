@@ -18,17 +18,13 @@ from bench.rundir import Cell, RunDir
 from bench.train import DeviceData, load_model
 
 
-def _complete_groups(run: RunDir, cfg: Config) -> dict[tuple[str, int], list[Cell]]:
-    """(arch, seed) -> its cells, for the groups with every fold finished and ok."""
-    groups: dict[tuple[str, int], list[Cell]] = {}
+def _complete_groups(run: RunDir, cfg: Config) -> dict[tuple[str, int], tuple[list[Cell], list[str]]]:
+    """(arch, seed) -> its cells and their cell hashes, for the groups with every fold finished and ok."""
+    groups: dict[tuple[str, int], list[tuple[Cell, dict]]] = {}
     for cell in run.done_cells():
-        groups.setdefault((cell.arch, cell.seed), []).append(cell)
-    return {k: sorted(v) for k, v in groups.items()
-            if len(v) == cfg.protocol.folds and all(run.cell_metrics(c)["status"] == "ok" for c in v)}
-
-
-def _hashes(run: RunDir, cells: list[Cell]) -> list[str]:
-    return [run.cell_metrics(c)["cell_hash"] for c in cells]
+        groups.setdefault((cell.arch, cell.seed), []).append((cell, run.cell_metrics(cell)))
+    return {k: ([c for c, _ in v], [m["cell_hash"] for _, m in v]) for k, v in groups.items()
+            if len(v) == cfg.protocol.folds and all(m["status"] == "ok" for _, m in v)}
 
 
 def predict(run: RunDir, cfg: Config, device: torch.device, *, progress: bool = True) -> list[tuple[str, int]]:
@@ -36,13 +32,13 @@ def predict(run: RunDir, cfg: Config, device: torch.device, *, progress: bool = 
     if not run.holdout_data_file.is_file():
         return []
     stale = []
-    for (arch, seed), cells in sorted(_complete_groups(run, cfg).items()):
+    for (arch, seed), (cells, hashes) in sorted(_complete_groups(run, cfg).items()):
         path = run.holdout_probs_file(arch, seed)
         if path.is_file():
             with np.load(path, allow_pickle=False) as z:
-                if list(z["cell_hashes"]) == _hashes(run, cells):
+                if list(z["cell_hashes"]) == hashes:
                     continue
-        stale.append((arch, seed, cells))
+        stale.append((arch, seed, cells, hashes))
     if not stale:
         return []
     held = run.load_holdout()
@@ -51,14 +47,14 @@ def predict(run: RunDir, cfg: Config, device: torch.device, *, progress: bool = 
     dev = run.load_data()  # the normalisation statistics of the development set, as in training
     stats = DeviceData.from_arrays(list(dev["ids"]), dev["images"], dev["masks"], torch.device("cpu"))
     images = torch.from_numpy(np.ascontiguousarray(held["images"], dtype=np.uint8)).unsqueeze(1).to(device)
-    for arch, seed, cells in stale:
+    for arch, seed, cells, hashes in stale:
         total = torch.zeros(images.shape[0], *images.shape[-2:], device=device)
         for cell in cells:
             model = load_model(run.cell_dir(cell), device)
             probs, _ = predict_probs(model, images, cfg.protocol.input, stats.mean, stats.std, tta=True)
             total += probs
         atomic.write_npz(run.holdout_probs_file(arch, seed), ids=held["ids"], probs=quantise(total / len(cells)),
-                         cell_hashes=np.array(_hashes(run, cells)))
+                         cell_hashes=np.array(hashes))
         if progress:
             print(f"holdout: {arch} seed {seed}, ensemble of {len(cells)} folds on {len(held['ids'])} images")
-    return [(a, s) for a, s, _ in stale]
+    return [(a, s) for a, s, _, _ in stale]

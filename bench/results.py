@@ -69,7 +69,8 @@ def _score_group(run: RunDir, arch: str, seed: int, group: pd.DataFrame, data: d
     pred, thresholds = _cross_fitted(pooled["probs"], truth, folds)
     pred_plain, _ = _cross_fitted(pooled["probs_no_tta"], truth, folds)
     scores = tgs_precision(truth, pred)
-    pooled_threshold, pooled_score = best_threshold(pooled["probs"], truth)  # reads what it scores: shown, not ranked
+    # chosen on this group's pooled OOF: applied to the holdout; its own OOF score is shown, never ranked
+    decision = postprocess.decide(pooled["probs"], truth)
     per_fold = pd.Series(scores).groupby(folds).mean()
     empty_truth, empty_pred = ~truth.any(axis=(1, 2)), ~pred.any(axis=(1, 2))
     cls = classes[rows]
@@ -79,7 +80,7 @@ def _score_group(run: RunDir, arch: str, seed: int, group: pd.DataFrame, data: d
         "train_images_per_s": group["train_images_per_s"].mean(), "infer_images_per_s": group["infer_images_per_s"].mean(),
         "peak_mem_mb": group["peak_mem_mb"].max() if group["peak_mem_mb"].notna().any() else np.nan,
         "oof_score": scores.mean(), "oof_score_no_tta": tgs_precision(truth, pred_plain).mean(),
-        "oof_score_pooled_threshold": pooled_score, "threshold": pooled_threshold,
+        "oof_score_pooled_threshold": decision.score_raw, "threshold": decision.threshold,
         "fold_thresholds": " ".join(f"{thresholds[f]:.2f}" for f in sorted(thresholds)),
         "fold_mean": per_fold.mean(), "fold_std": per_fold.std(ddof=1) if len(per_fold) > 1 else np.nan,
         "iou": iou(truth, pred).mean(), "dice": dice(truth, pred).mean(),
@@ -99,10 +100,9 @@ def _score_group(run: RunDir, arch: str, seed: int, group: pd.DataFrame, data: d
     if held is not None and path.is_file() and len(held["ids"]):
         with np.load(path, allow_pickle=False) as z:
             if list(z["ids"]) == list(held["ids"]):
-                decision = postprocess.decide(pooled["probs"], truth)  # chosen on this group's OOF only
                 hpred = postprocess.apply(z["probs"], decision)
                 hscores = tgs_precision(held["masks"], hpred)
-                row.update(holdout_score=hscores.mean(), holdout_n=len(hscores), threshold=decision.threshold,
+                row.update(holdout_score=hscores.mean(), holdout_n=len(hscores),
                            min_area=decision.min_area, empty_max_prob=decision.empty_max_prob)
                 holdout = pd.DataFrame({"id": held["ids"], "fold": -1, "score": hscores, "iou": iou(held["masks"], hpred),
                                         "coverage_class": coverage_class(held["masks"]),
