@@ -77,7 +77,7 @@ def predict_probs(
         x = normalise(images[i : i + batch_size], mean, std)
         views = [x, x.flip(-1)] if tta else [x]
         with autocast(device):
-            logits = model(to_network(torch.cat(views), cfg))
+            logits = model(to_network(torch.cat(views), cfg).contiguous(memory_format=torch.channels_last))
         probs = torch.sigmoid(from_network(logits.float(), cfg, size))[:, 0]
         if tta:
             half = x.shape[0]

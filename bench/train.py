@@ -107,9 +107,9 @@ class Trainer:
         self.protocol = plan.protocol
         self.device = data.images.device
         torch.manual_seed(stream_seed(cell.seed, INIT))
-        self.model = architectures.create(cell.arch, in_channels=1, classes=1, **plan.model).to(self.device)
-        if self.device.type == "cuda":
-            self.model = self.model.to(memory_format=torch.channels_last)
+        model = architectures.create(cell.arch, in_channels=1, classes=1, **plan.model)
+        # channels_last on every device: the fast layout of cuDNN and of oneDNN on CPU (1.25x on the quick profile)
+        self.model = model.to(self.device, memory_format=torch.channels_last)
         self.forward = torch.compile(self.model) if plan.runtime.compile else self.model
         self.optimizer = _optimizer(self.protocol, self.model)
         self.scheduler = _scheduler(self.protocol, self.optimizer, steps_per_epoch)
@@ -120,9 +120,7 @@ class Trainer:
     def step(self, x: torch.Tensor, y: torch.Tensor, epoch: int) -> torch.Tensor:
         """Forward, loss on the 101x101 crop, backward, optimiser and per-step schedule. Returns the loss."""
         p = self.protocol
-        xin = to_network((x - self.data.mean) / self.data.std, p.input)
-        if self.device.type == "cuda":
-            xin = xin.contiguous(memory_format=torch.channels_last)
+        xin = to_network((x - self.data.mean) / self.data.std, p.input).contiguous(memory_format=torch.channels_last)
         with autocast(self.device):
             logits = self.forward(xin)
         logits = from_network(logits.float(), p.input, self.size)

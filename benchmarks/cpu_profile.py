@@ -37,6 +37,8 @@ MARGIN_GOAL = 0.05
 RECIPES: dict[str, list[str]] = {
     "quick": [],
     "lr1e-2": ["protocol.optimizer.lr=1.0e-2"],
+    "lr1e-3": ["protocol.optimizer.lr=1.0e-3"],
+    "lr5e-4": ["protocol.optimizer.lr=5.0e-4"],
     "bs4": ["protocol.batch_size=4"],
     "noaug": ["protocol.augment.shift_scale=0", "protocol.augment.color=0"],
 }
