@@ -76,9 +76,9 @@ def check_protocols(run_a: RunDir, run_b: RunDir) -> tuple[dict[str, Any], dict[
     diff = _differences(a, b)
     if diff:
         key = diff[0]
+        more = f" and {len(diff) - 1} more" if len(diff) > 1 else ""
         raise BenchError(f"{run_a} and {run_b} differ in {key} ({_describe(_lookup(a, key))} vs "
-                         f"{_describe(_lookup(b, key))}"
-                         f"{f' and {len(diff) - 1} more' if len(diff) > 1 else ''}); only {ALLOWED} may differ")
+                         f"{_describe(_lookup(b, key))}){more}; only {ALLOWED} may differ")
     return a, b
 
 
@@ -98,6 +98,8 @@ def check_images(run_a: RunDir, run_b: RunDir) -> None:
 def _settings(run: RunDir) -> dict[str, dict[str, Any]]:
     """Per architecture: its model options (the head aside) and recipe as its cells recorded them."""
     cells = run.metrics_table()
+    if cells.empty:
+        return {}
     out = {}
     for arch, group in cells.groupby("arch"):
         row = group.iloc[0]
