@@ -98,7 +98,8 @@ def predict_outputs(
         x = normalise(images[i : i + batch_size], mean, std)
         views = [x, x.flip(-1)] if tta else [x]
         with autocast(device):
-            logits, head_logits = split_outputs(model(to_network(torch.cat(views), cfg).contiguous(memory_format=torch.channels_last)))
+            xin = to_network(torch.cat(views), cfg).contiguous(memory_format=torch.channels_last)
+            logits, head_logits = split_outputs(model(xin))
         probs = torch.sigmoid(from_network(logits.float(), cfg, size))[:, 0]
         head = None if head_logits is None else torch.sigmoid(head_logits.float())
         if tta:
