@@ -146,10 +146,11 @@ def test_depths_in_range_and_mildly_correlated_with_salt(big: synthetic.Syntheti
 
 
 def test_generation_is_fast_enough_for_the_one_core_budget() -> None:
-    """22,000 images must take under 60 s on one core (~2.7 ms each); fail only on a gross slowdown."""
-    start = time.perf_counter()
+    """22,000 images must take under 60 s on one core (~2.7 ms each); fail only on a gross slowdown. CPU time
+    of this process, not wall time, so a busy machine does not fail it."""
+    start = time.process_time()
     generate(300, 0, seed=5)
-    assert (time.perf_counter() - start) / 300 < 0.012
+    assert (time.process_time() - start) / 300 < 0.012
 
 
 def test_write_dataset_round_trips_through_tgs_load(tmp_path: Path) -> None:
