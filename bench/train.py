@@ -111,7 +111,9 @@ class Trainer:
         self.model = architectures.create(cell.arch, in_channels=1, classes=1, **plan.model).to(self.device)
         if self.device.type == "cuda":
             self.model = self.model.to(memory_format=torch.channels_last)
-        self.forward = torch.compile(self.model) if plan.runtime.compile else self.model
+        # torch.compile of the forward (its backward follows): "reduce-overhead" replays it as CUDA graphs on CUDA
+        self.compile_mode = plan.runtime.compile_mode
+        self.forward = torch.compile(self.model, mode=self.compile_mode) if self.compile_mode else self.model
         self.optimizer = _optimizer(self.protocol, self.model)
         self.scheduler = _scheduler(self.protocol, self.optimizer, steps_per_epoch)
         loss = self.protocol.loss
@@ -124,6 +126,8 @@ class Trainer:
         xin = to_network((x - self.data.mean) / self.data.std, p.input)
         if self.device.type == "cuda":
             xin = xin.contiguous(memory_format=torch.channels_last)
+        if self.compile_mode == "reduce-overhead":
+            torch.compiler.cudagraph_mark_step_begin()  # a new iteration: the last step's graph outputs are free
         with autocast(self.device):
             logits = self.forward(xin)
         logits = from_network(logits.float(), p.input, self.size)
