@@ -59,6 +59,9 @@ def set_determinism(deterministic: bool) -> None:
     cuDNN autotunes (the training shapes are static). On the CPU these flags change nothing the harness runs.
     """
     if deterministic:
+        if "CUBLAS_WORKSPACE_CONFIG" not in os.environ and torch.cuda.is_initialized():
+            print("runtime.deterministic: CUDA started before CUBLAS_WORKSPACE_CONFIG was set; cuBLAS results may "
+                  "not be reproducible in this process")
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
     torch.backends.cudnn.deterministic = deterministic
     torch.backends.cudnn.benchmark = not deterministic

@@ -732,7 +732,7 @@ def count_estimate(grid_cfg: Config, grid_name: str, count_cfg: Config, archs: l
     flops_per_seed = sum(p.folds * grid_cfg.protocol.epochs * _grid_steps_per_epoch(grid_cfg, grid_cfg.plan(c.arch))
                          * grid_cfg.plan(c.arch).protocol.batch_size * c.train_flops_per_img for c in counts)
     print(f"\nthe training FLOPs of one seed ({flops_per_seed / 1e15:.1f} PFLOP) fit in 15 min at "
-          f"{flops_per_seed / 900 / 1e12:.0f} TFLOP/s achieved; the TFLOP/s column of a GPU run measures it")
+          f"{flops_per_seed / 900 / 1e12:.3g} TFLOP/s achieved; the TFLOP/s column of a GPU run measures it")
     label = (" [smoke: counted on the smoke model, not the benchmark's: only the arithmetic is exercised]" if smoke else "")
     print(f"\nop-count estimate (an ESTIMATE from CPU counts and the assumptions above, not a measurement): {grid_name} on "
           f"{ASSUMED_GPU.split(',')[0]}: {grid['mid']['total_s'] / 60:.1f} min (low {grid['low']['total_s'] / 60:.1f}, "
@@ -767,6 +767,8 @@ def main() -> None:
     grid_paths = args.config or [config.CONFIG_DIR / "benchmark.yaml"]
     paths = args.config or [config.CONFIG_DIR / ("quick.yaml" if args.smoke else "benchmark.yaml")]
     cfg = config.load(paths, SMOKE_SET if args.smoke else [])
+    # the determinism check needs cuBLAS's fixed workspace from CUDA's start, whatever runtime.deterministic says
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", runtime.CUBLAS_WORKSPACE)
     device = runtime.setup(cfg)
     cuda = device.type == "cuda"
     if not cuda:  # the smoke run is timed on one thread; counting uses every core

@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 from typing import Any, Iterator
 
+import numpy as np
 import pytest
 import torch
 
@@ -17,7 +18,7 @@ from bench.data import folds, tgs
 from bench.errors import BenchError
 from bench.identity import cell_hash, cell_identity
 from bench.rundir import Cell
-from bench.train import DeviceData, train_cell
+from bench.train import DeviceData, Trainer, train_cell
 from tests.conftest import tiny_overrides
 
 QUICK = config.CONFIG_DIR / "quick.yaml"
@@ -109,3 +110,24 @@ def test_the_flags_change_nothing_on_the_cpu(tiny_dataset: Path, tmp_path: Path,
         train_cell(cfg.plan("unet"), Cell("unet", 0, 0), device_data, assignment, out, progress=False)
         outputs.append([(out / name).read_bytes() for name in (layout.MODEL, layout.HISTORY)])
     assert outputs[0] == outputs[1]
+
+
+@pytest.mark.parametrize("value,mode", [("false", None), ("default", "default"), ("reduce-overhead", "reduce-overhead")])
+def test_the_trainer_compiles_its_forward_in_the_configured_mode(value: str, mode: str | None,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Plumbing only (inductor takes minutes on this CPU): torch.compile gets the mode, and reduce-overhead marks
+    each step as a new CUDA graph iteration."""
+    compiled, marks = [], []
+    monkeypatch.setattr(torch, "compile", lambda model, mode=None: compiled.append(mode) or model)
+    monkeypatch.setattr(torch.compiler, "cudagraph_mark_step_begin", lambda: marks.append(1))
+    cfg = config.load([QUICK], ["runtime.device=cpu", "protocol.model.encoder=tu-test_resnet", "protocol.input.size=64",
+                                "protocol.input.mode=resize", "protocol.batch_size=2", f"runtime.compile={value}"])
+    rng = np.random.default_rng(0)
+    data = DeviceData.from_arrays(["a", "b"], rng.integers(0, 256, (2, 101, 101), dtype=np.uint8),
+                                  rng.random((2, 101, 101)) < 0.5, torch.device("cpu"))
+    trainer = Trainer(cfg.plan("unet"), Cell("unet", 0, 0), data, steps_per_epoch=1)
+    x, y = data.images.float() / 255, data.masks.float()
+    for _ in range(2):
+        assert torch.isfinite(trainer.step(x, y, 0))
+    assert compiled == ([] if mode is None else [mode])
+    assert len(marks) == (2 if mode == "reduce-overhead" else 0)
