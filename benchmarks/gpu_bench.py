@@ -11,14 +11,23 @@ process on the same random data:
   ``torch.profiler`` over the unprofiled time per step); on the CPU, leaf aten ops per step and no fraction;
 - host syncs per harness step, counted by ``tests/host_sync.py`` on any device (Python-level calls) and, on
   CUDA, also by ``torch.cuda.set_sync_debug_mode("warn")`` (every synchronising CUDA call, C++ included);
-- peak CUDA memory of the harness loop and of ``Trainer.step``.
+- peak CUDA memory of the harness loop and of ``Trainer.step``;
+- the achieved convolution+matmul TFLOP/s of the harness loop (``FlopCounterMode`` over one step).
 
-Per architecture: the time to serialise and atomically write ``CellState.to_checkpoint`` (to a temporary
-directory) and its size, ``validate`` time per image (``predict_probs`` without TTA, plus its metrics) and
-``finish`` time per image (the out-of-fold prediction: flip TTA and plain). At the end the grid's wall-time
-estimate: see ``estimate``.
+Per architecture: the checkpoint's two costs, the snapshot ``CellState.to_checkpoint`` (the host copy the loop
+waits for) and the write the background thread does (serialise, atomic write to a temporary directory), and
+its size; ``validate`` time per image (``predict_probs`` without TTA, plus its metrics) and ``finish`` time per
+image (the out-of-fold prediction: flip TTA and plain). Then the grid's wall-time estimate (``estimate``),
+``runtime.compile`` modes (``compile_check``) and the determinism check (``determinism_check``).
+
+Without CUDA (and with ``--smoke``) the grid of ``configs/benchmark.yaml`` (or ``--config``) is estimated on
+the assumed GPU from FLOPs and kernel-running aten ops counted on the CPU (``count_ops``, ``op_estimate``,
+``ASSUMPTIONS``): at the config's geometry without ``--smoke``, on the smoke model with it. That mode skips
+the measurements, which mean nothing on a CPU at that size; it takes about two minutes on two cores.
 
     python benchmarks/gpu_bench.py [--config configs/benchmark.yaml] [--archs unet,linknet] [--steps 30] [--warmup 5]
+                                   [--compile-modes false,default,reduce-overhead] [--compile-archs all]
+                                   [--determinism-steps 10]
     python benchmarks/gpu_bench.py --smoke   # CPU, tu-test_resnet, 64 px, batch 4, 2 archs: a minute on one thread
 """
 from __future__ import annotations
@@ -561,7 +570,7 @@ def op_estimate(cfg: Config, counts: list[OpCounts], workers: int) -> tuple[list
         p = plan.protocol
         steps, epochs = _grid_steps_per_epoch(cfg, plan), _epochs_by_stage(p)
         n_val, validations = _pool(cfg) // p.folds, _validations(plan)
-        val_batches, cells, models = math.ceil(n_val / PREDICT_BATCH), p.folds * len(p.seeds), p.folds * len(p.seeds)
+        val_batches, cells = math.ceil(n_val / PREDICT_BATCH), p.folds * len(p.seeds)  # a cell: one fold model
         train_flops = p.epochs * steps * p.batch_size * c.train_flops_per_img
         eval_flops = (validations + 3) * n_val * c.infer_flops_per_img  # finish: TTA (two views) + plain
         host_ops = (sum(epochs[st] * steps * c.cuda_step_ops(st) for st in epochs)
@@ -576,8 +585,8 @@ def op_estimate(cfg: Config, counts: list[OpCounts], workers: int) -> tuple[list
             host += ckpt
             grid[sc]["device_s"] += cells * device
             grid[sc]["host_s"] += cells * host / workers
-            hold = (models * 2 * n_hold * c.infer_flops_per_img / flop_rate,
-                    models * math.ceil(n_hold / PREDICT_BATCH) * c.cuda_predict_ops("tta") * op_s)
+            hold = (cells * 2 * n_hold * c.infer_flops_per_img / flop_rate,
+                    cells * math.ceil(n_hold / PREDICT_BATCH) * c.cuda_predict_ops("tta") * op_s)
             grid[sc]["holdout_s"] += sum(hold) if sc == "high" else max(hold)
             rows.append({"arch": c.arch, "scenario": sc, "device_s": device, "host_s": host, "ckpt_s": ckpt, "cells": cells})
     for sc, g in grid.items():
