@@ -25,7 +25,8 @@ import architectures
 from bench import atomic, losses
 from bench import rundir as layout
 from bench.augment import augment, make_generator, stream_seed
-from bench.checkpoint import CheckpointWriter, snapshot, to_bytes
+from bench.checkpoint import CheckpointWriter, snapshot
+from bench.checkpoint import to_bytes as _to_bytes
 from bench.config import ArchPlan, ProtocolConfig
 from bench.errors import summary
 from bench.identity import cell_hash, cell_identity
@@ -373,7 +374,7 @@ def cell_metrics(plan: ArchPlan, cell: Cell, trainer: Trainer, split: Split, sta
 def write_artefacts(out_dir: Path, metrics: dict[str, Any], state: CellState, final: Final, val_ids: np.ndarray) -> None:
     """The cell's files, ``metrics.json`` last: its presence marks the cell done."""
     if final.model_state is not None:
-        atomic.write_bytes(out_dir / layout.MODEL, to_bytes(final.model_state))
+        atomic.write_bytes(out_dir / layout.MODEL, _to_bytes(final.model_state))
     atomic.write_npz(out_dir / layout.OOF, ids=val_ids, probs=final.oof_tta, probs_no_tta=final.oof_plain)
     atomic.write_text(out_dir / layout.HISTORY, pd.DataFrame(state.history, columns=list(HISTORY_COLUMNS)).to_csv(index=False))
     atomic.write_json(out_dir / layout.METRICS, metrics)
