@@ -96,14 +96,18 @@ def remove_stale_temps(root: str | os.PathLike) -> list[Path]:
 
 
 def pid_alive(pid: int) -> bool:
-    """Whether a process of this id exists on this machine (a stale temp or claim is one whose writer is gone)."""
+    """Whether a process of this id runs on this machine (a stale temp or claim is one whose writer is gone).
+    A zombie (exited, not yet reaped by its parent) counts as gone."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):  # no /proc (not Linux) or gone meanwhile: what kill said
+        return True
 
 
 def read_json(path: str | os.PathLike) -> Any:

@@ -1,4 +1,4 @@
-"""`salt-bench` command line: data | run | tune | report | predict.
+"""`salt-bench` command line: data | run | tune | report | predict | compare.
 
 Every user-facing error is a one-line message and a non-zero exit; tracebacks are for bugs only.
 """
@@ -118,6 +118,14 @@ def _cmd_predict(args: argparse.Namespace) -> None:
                     out=Path(args.out) if args.out else None, evaluate_oof=args.evaluate_oof)
 
 
+def _cmd_compare(args: argparse.Namespace) -> None:
+    from bench import compare
+
+    table, path = compare.compare(Path(args.run_a), Path(args.run_b), Path(args.out) if args.out else None)
+    print(compare.format_table(table, Path(args.run_a), Path(args.run_b)))
+    print(f"wrote {path}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="salt-bench", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -194,6 +202,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="score the choice on pooled out-of-fold predictions and record it in RUN_DIR/ensembles.csv "
                         "and postprocess.json (no test prediction)")
     p.set_defaults(func=_cmd_predict)
+
+    p = sub.add_parser("compare", help="pair two runs that differ only in protocol.empty_head, per architecture and image")
+    p.add_argument("run_a", help="the baseline run directory (e.g. without the head)")
+    p.add_argument("run_b", help="the changed run directory (e.g. with the head); the difference is B - A")
+    p.add_argument("--out", default=None, help="CSV of the table (default: RUN_B/compare/<RUN_A name>.csv)")
+    p.set_defaults(func=_cmd_compare)
     return parser
 
 

@@ -91,6 +91,16 @@ class ModelConfig:
 
 
 @dataclass
+class EmptyHeadConfig:
+    """The optional empty-vs-salt head, the same for every architecture (``architectures.create(empty_head=...)``):
+    ``weight * BCE(head logit, has salt)`` is added to the segmentation loss. Off (``protocol.empty_head: null``)
+    unless set; part of the protocol, so every architecture of a run has it or none does."""
+
+    weight: float = field(default=0.1, metadata=_range(0, 100))  # > 0, checked in _validate
+    dropout: float = field(default=0.2, metadata=_range(0, 1))  # < 1, checked in _validate; = EMPTY_HEAD_DEFAULTS
+
+
+@dataclass
 class ProtocolConfig:
     folds: int = field(default=5, metadata=_range(2, 20))
     fold_seed: int = field(default=0, metadata=_range(0))
@@ -107,6 +117,7 @@ class ProtocolConfig:
     # epoch chosen on the other half; selection never reads the images it scores
     checkpoint: str = field(default="final", metadata=_range(choices=("final", "crossfit")))
     grad_clip: float | None = field(default=None, metadata=_range(0))
+    empty_head: EmptyHeadConfig | None = None
 
 
 @dataclass
@@ -167,6 +178,8 @@ class Config:
             protocol = _build(ProtocolConfig, merged, f"architectures.{arch}.train", source)
         model = {"encoder": self.protocol.model.encoder, "encoder_weights": self.protocol.model.encoder_weights,
                  **self.arch_options(arch)}
+        if self.protocol.empty_head is not None:
+            model["empty_head"] = {"dropout": self.protocol.empty_head.dropout}
         tuned = (self.architectures.get(arch) or {}).get("tuned")
         return ArchPlan(arch=arch, protocol=protocol, model=model, recipe_override=override,
                         protocol_hash=protocol_hash(self), runtime=self.runtime, tuned=None if tuned is None else str(tuned))
@@ -233,8 +246,13 @@ ARCH_RESERVED = ("train", "tuned")  # keys of ``architectures.<arch>`` that are 
 
 
 def protocol_dict(cfg: Config) -> dict[str, Any]:
-    """The part of the config every cell must share: data and protocol (not the architectures, not runtime)."""
+    """The part of the config every cell must share: data and protocol (not the architectures, not runtime).
+
+    ``empty_head`` is left out while it is off, so the hash of a protocol without the head is the one it had
+    before the head existed and older run directories continue under it."""
     d = cfg.to_dict()
+    if d["protocol"]["empty_head"] is None:
+        del d["protocol"]["empty_head"]
     return {"data": d["data"], "protocol": d["protocol"]}
 
 
@@ -408,6 +426,12 @@ def _validate(cfg: Config, source: str) -> None:
         raise BenchError(f"{source}: protocol.input.size: {cfg.protocol.input.size} is not a multiple of 32")
     if cfg.protocol.input.mode == "pad" and cfg.protocol.input.size < 101:
         raise BenchError(f"{source}: protocol.input.size: padding needs at least 101, got {cfg.protocol.input.size}")
+    head = cfg.protocol.empty_head
+    if head is not None and not head.weight > 0:
+        raise BenchError(f"{source}: protocol.empty_head.weight: {head.weight!r} must be above 0 "
+                         "(protocol.empty_head: null turns the head off)")
+    if head is not None and not head.dropout < 1:
+        raise BenchError(f"{source}: protocol.empty_head.dropout: {head.dropout!r} must be below 1")
     if not cfg.architectures:
         raise BenchError(f"{source}: architectures: no architecture to run")
     import architectures

@@ -14,6 +14,7 @@ import dataclasses
 import os
 import socket
 import sys
+import time
 from typing import Any, Callable
 
 import torch
@@ -102,10 +103,24 @@ def _train_claimed(cells: list[Cell], cfg: Config, run: RunDir, progress: bool) 
     return elsewhere
 
 
-def _worker(cfg_dict: dict[str, Any], run_dir: str, cells: list[tuple[str, int, int]]) -> None:
+def _exit_with_parent(parent: int, interval: float = 1.0) -> None:
+    """Exit this worker soon after the ``salt-bench run`` that started it is gone (killed, even with -9), so no
+    orphan keeps training; its claim then names a dead process and the next run takes the cell over."""
+    import threading
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(interval)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def _worker(cfg_dict: dict[str, Any], run_dir: str, cells: list[tuple[str, int, int]], parent: int) -> None:
     """Body of one local worker process: claim and train what is left of ``cells``."""
     from bench import config as bconfig
 
+    _exit_with_parent(parent)
     cfg = bconfig.from_dict(cfg_dict, source="the config sent to a local worker")
     _train_claimed([Cell(*c) for c in cells], cfg, RunDir(run_dir), progress=False)
 
@@ -126,13 +141,18 @@ def execute_local(cells: list[Cell], cfg: Config, run: RunDir, *, progress: bool
             threads = max(1, (os.cpu_count() or 1) // workers)
             cfg = dataclasses.replace(cfg, runtime=dataclasses.replace(cfg.runtime, threads=threads))
         ctx = multiprocessing.get_context("spawn")
-        args = (cfg.to_dict(), str(run.path), [(c.arch, c.fold, c.seed) for c in cells])
+        args = (cfg.to_dict(), str(run.path), [(c.arch, c.fold, c.seed) for c in cells], os.getpid())
         procs = [ctx.Process(target=_worker, args=args, name=f"salt-bench-worker-{i}") for i in range(workers)]
         print(f"{workers} local workers, {cfg.runtime.threads} threads each")
-        for p in procs:
-            p.start()
-        for p in procs:
-            p.join()
+        try:
+            for p in procs:
+                p.start()
+            for p in procs:
+                p.join()
+        finally:  # an interrupted run stops its workers too
+            for p in procs:
+                if p.is_alive():
+                    p.terminate()
         failed = [p.name for p in procs if p.exitcode != 0]
         if failed:
             raise BenchError(f"{len(failed)} of {workers} local workers failed ({', '.join(failed)}); finished cells "

@@ -2,7 +2,8 @@
 
 Nothing before this step reads ``holdout.npz``: training, validation, threshold and post-processing
 choices, tuning. Here every finished (architecture, seed) with all its folds done averages its fold
-models' flip-TTA probabilities on the holdout images and stores them as uint8 levels; the threshold and
+models' flip-TTA probabilities on the holdout images and stores them as uint8 levels (and, with
+``protocol.empty_head``, the mean of the fold models' flip-TTA head probabilities, as float32); the threshold and
 post-processing applied to them are chosen on that architecture's pooled out-of-fold predictions
 (``bench.results``). A prediction is redone only when the cells behind it changed (their cell hashes).
 """
@@ -13,7 +14,7 @@ import torch
 
 from bench import atomic
 from bench.config import Config
-from bench.inference import predict_probs, quantise
+from bench.inference import predict_outputs, quantise
 from bench.rundir import Cell, RunDir
 from bench.train import DeviceData, load_model
 
@@ -49,12 +50,16 @@ def predict(run: RunDir, cfg: Config, device: torch.device, *, progress: bool = 
     images = torch.from_numpy(np.ascontiguousarray(held["images"], dtype=np.uint8)).unsqueeze(1).to(device)
     for arch, seed, cells, hashes in stale:
         total = torch.zeros(images.shape[0], *images.shape[-2:], device=device)
+        head_total: torch.Tensor | None = None  # stays None for models without the head
         for cell in cells:
             model = load_model(run.cell_dir(cell), device)
-            probs, _ = predict_probs(model, images, cfg.protocol.input, stats.mean, stats.std, tta=True)
-            total += probs
+            out = predict_outputs(model, images, cfg.protocol.input, stats.mean, stats.std, tta=True)
+            total += out.masks
+            if out.head is not None:
+                head_total = out.head if head_total is None else head_total + out.head
+        head = {} if head_total is None else {"head_probs": (head_total / len(cells)).cpu().numpy().astype(np.float32)}
         atomic.write_npz(run.holdout_probs_file(arch, seed), ids=held["ids"], probs=quantise(total / len(cells)),
-                         cell_hashes=np.array(hashes))
+                         cell_hashes=np.array(hashes), **head)
         if progress:
             print(f"holdout: {arch} seed {seed}, ensemble of {len(cells)} folds on {len(held['ids'])} images")
     return [(a, s) for a, s, _, _ in stale]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -50,7 +51,73 @@ def normalise(x_uint8: torch.Tensor, mean: float, std: float) -> torch.Tensor:
     return (x_uint8.float() / 255.0 - mean) / std
 
 
+@dataclass
+class Outputs:
+    """A model's predictions of a batch of images: mask probabilities, the empty-vs-salt head's probability
+    that each image has salt (``None`` for a model without the head), and the throughput."""
+
+    masks: torch.Tensor  # (N, 101, 101) float32
+    head: torch.Tensor | None  # (N,) float32
+    images_per_s: float
+
+
+def split_outputs(out: torch.Tensor | tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``(mask logits, head logits (N,) or None)`` of a forward pass: a model built with the head returns both."""
+    if isinstance(out, tuple):
+        masks, head = out
+        return masks, head[:, 0]
+    return out, None
+
+
 @torch.no_grad()
+def predict_outputs(
+    model: torch.nn.Module,
+    images: torch.Tensor,
+    cfg: InputConfig,
+    mean: float,
+    std: float,
+    *,
+    batch_size: int = 64,
+    tta: bool = True,
+) -> Outputs:
+    """Probabilities of ``images`` (N,1,101,101 uint8), on their device, and the images/s it took.
+
+    With ``tta`` each prediction, masks and head alike, is the mean of the image's and its horizontal
+    flip's probabilities (masks flipped back).
+    """
+    was_training = model.training
+    model.eval()
+    device = images.device
+    out = torch.empty(images.shape[0], *images.shape[-2:], device=device)
+    head_out: torch.Tensor | None = None
+    size = tuple(images.shape[-2:])
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    for i in range(0, images.shape[0], batch_size):
+        x = normalise(images[i : i + batch_size], mean, std)
+        views = [x, x.flip(-1)] if tta else [x]
+        with autocast(device):
+            xin = to_network(torch.cat(views), cfg).contiguous(memory_format=torch.channels_last)
+            logits, head_logits = split_outputs(model(xin))
+        probs = torch.sigmoid(from_network(logits.float(), cfg, size))[:, 0]
+        head = None if head_logits is None else torch.sigmoid(head_logits.float())
+        if tta:
+            half = x.shape[0]
+            probs = 0.5 * (probs[:half] + probs[half:].flip(-1))
+            head = None if head is None else 0.5 * (head[:half] + head[half:])
+        out[i : i + batch_size] = probs
+        if head is not None:
+            if head_out is None:
+                head_out = torch.empty(images.shape[0], device=device)
+            head_out[i : i + batch_size] = head
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elapsed = time.perf_counter() - start
+    model.train(was_training)
+    return Outputs(out, head_out, images.shape[0] / max(elapsed, 1e-9))
+
+
 def predict_probs(
     model: torch.nn.Module,
     images: torch.Tensor,
@@ -61,30 +128,7 @@ def predict_probs(
     batch_size: int = 64,
     tta: bool = True,
 ) -> tuple[torch.Tensor, float]:
-    """Probabilities (N,101,101 float32 on the images' device) and the images/s it took.
-
-    With ``tta`` the prediction is the mean of the image and its horizontal flip (flipped back).
-    """
-    was_training = model.training
-    model.eval()
-    device = images.device
-    out = torch.empty(images.shape[0], *images.shape[-2:], device=device)
-    size = tuple(images.shape[-2:])
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    start = time.perf_counter()
-    for i in range(0, images.shape[0], batch_size):
-        x = normalise(images[i : i + batch_size], mean, std)
-        views = [x, x.flip(-1)] if tta else [x]
-        with autocast(device):
-            logits = model(to_network(torch.cat(views), cfg))
-        probs = torch.sigmoid(from_network(logits.float(), cfg, size))[:, 0]
-        if tta:
-            half = x.shape[0]
-            probs = 0.5 * (probs[:half] + probs[half:].flip(-1))
-        out[i : i + batch_size] = probs
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    elapsed = time.perf_counter() - start
-    model.train(was_training)
-    return out, images.shape[0] / max(elapsed, 1e-9)
+    """Mask probabilities (N,101,101 float32 on the images' device) and the images/s: ``predict_outputs`` for
+    the callers that score masks only (validation), so a model with the head validates like one without."""
+    out = predict_outputs(model, images, cfg, mean, std, batch_size=batch_size, tta=tta)
+    return out.masks, out.images_per_s

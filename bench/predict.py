@@ -5,7 +5,8 @@ Every choice comes from out-of-fold data only: the probability threshold and the
 architecture or an ensemble, with or without flip TTA) and recorded in ``<run>/postprocess.json``.
 Probabilities are averaged over folds and seeds within an architecture, then over the ensemble's
 architectures, and quantised to uint8 levels like the stored OOF probabilities, so the OOF decision
-applies to the test probabilities unchanged.
+applies to the test probabilities unchanged. In a run with ``protocol.empty_head`` the head's probabilities
+are averaged the same way and its cut is one more OOF decision (``head_cut`` in ``postprocess.json``).
 
 ``--evaluate-oof`` stops after the OOF decision and records it in ``<run>/ensembles.csv`` (the report
 lists that file); it needs no models and no test data.
@@ -26,7 +27,7 @@ from bench.config import Config
 from bench.data import source, tgs
 from bench.data.rle import rle_encode
 from bench.errors import BenchError
-from bench.inference import predict_probs, quantise
+from bench.inference import predict_outputs, quantise
 from bench.rundir import METRICS, MODEL, OOF, Cell, RunDir
 from bench.train import DeviceData, load_model
 
@@ -111,14 +112,29 @@ def _round_levels(levels_mean: np.ndarray) -> np.ndarray:
 
 def oof_probs(cells: dict[str, list[Path]], ids: np.ndarray, tta: str) -> np.ndarray:
     """Pooled OOF probability levels (N, 101, 101) uint8 in ``ids`` order: mean over seeds, then members."""
+    return _round_levels(_pooled_mean(cells, ids, "probs" if tta == "flip" else "probs_no_tta"))
+
+
+def oof_head_probs(cells: dict[str, list[Path]], ids: np.ndarray, tta: str) -> np.ndarray | None:
+    """Pooled OOF head probabilities (N,) in ``ids`` order, averaged like ``oof_probs``; None for cells without the head."""
+    with np.load(next(iter(cells.values()))[0] / OOF, allow_pickle=False) as z:
+        if "head_probs" not in z.files:
+            return None
+    return _pooled_mean(cells, ids, "head_probs" if tta == "flip" else "head_probs_no_tta")
+
+
+def _pooled_mean(cells: dict[str, list[Path]], ids: np.ndarray, key: str) -> np.ndarray:
+    """The mean over seeds, then members, of the cells' out-of-fold array ``key``, in ``ids`` order (float32)."""
     index = {str(i): k for k, i in enumerate(ids)}
-    key = "probs" if tta == "flip" else "probs_no_tta"
     total: np.ndarray | None = None
     for dirs in cells.values():
         member: np.ndarray | None = None
         seen = np.zeros(len(ids), np.int64)
         for cell in dirs:
             with np.load(cell / OOF, allow_pickle=False) as z:
+                if key not in z.files:
+                    raise BenchError(f"{cell / OOF}: has no {key!r} array (a cell without the empty-vs-salt head "
+                                     "among cells with it?)")
                 unknown = [str(i) for i in z["ids"] if str(i) not in index]
                 if unknown:
                     raise BenchError(f"{cell / OOF}: id {unknown[0]} is not in the run's data.npz")
@@ -132,7 +148,7 @@ def oof_probs(cells: dict[str, list[Path]], ids: np.ndarray, tta: str) -> np.nda
                              "of the run's data.npz equally often (once per seed)")
         member /= seen[0]
         total = member if total is None else total + member
-    return _round_levels(total / len(cells))
+    return total / len(cells)
 
 
 def load_test_set(cfg: Config) -> tuple[list[str], np.ndarray]:
@@ -146,26 +162,35 @@ def load_test_set(cfg: Config) -> tuple[list[str], np.ndarray]:
 
 
 def predict_test(cfg: Config, cells: dict[str, list[Path]], images: np.ndarray, mean: float, std: float,
-               device: torch.device, tta: str, *, progress: bool = True) -> np.ndarray:
-    """Test probability levels (N, 101, 101) uint8: mean over each member's fold/seed models, then members."""
+               device: torch.device, tta: str, *, progress: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+    """Test probability levels (N, 101, 101) uint8 and head probabilities (N,) (None without the head): mean over
+    each member's fold/seed models, then members."""
     from tqdm.auto import tqdm
 
     x = torch.from_numpy(np.ascontiguousarray(images, dtype=np.uint8)).unsqueeze(1).to(device)
     n_models = sum(len(d) for d in cells.values())
     total = torch.zeros(x.shape[0], *x.shape[-2:], device=device)
+    head_total = torch.zeros(x.shape[0], device=device)
+    has_head = True
     with tqdm(total=n_models * x.shape[0], desc="predict", unit="img", disable=not progress) as bar:
         for dirs in cells.values():
             member = torch.zeros_like(total)
+            head_member = torch.zeros_like(head_total)
             for cell in dirs:
                 model = load_model(cell, device)
                 for i in range(0, x.shape[0], _CHUNK):
-                    probs, _ = predict_probs(model, x[i:i + _CHUNK], cfg.protocol.input, mean, std,
-                                             batch_size=_BATCH, tta=tta == "flip")
-                    member[i:i + _CHUNK] += probs
-                    bar.update(probs.shape[0])
+                    out = predict_outputs(model, x[i:i + _CHUNK], cfg.protocol.input, mean, std,
+                                          batch_size=_BATCH, tta=tta == "flip")
+                    member[i:i + _CHUNK] += out.masks
+                    has_head = has_head and out.head is not None
+                    if out.head is not None:
+                        head_member[i:i + _CHUNK] += out.head
+                    bar.update(out.masks.shape[0])
                 del model
             total += member / len(dirs)
-    return quantise(total / len(cells))
+            head_total += head_member / len(dirs)
+    head = (head_total / len(cells)).cpu().numpy() if has_head else None
+    return quantise(total / len(cells)), head
 
 
 def record_decision(run: RunDir, cfg: Config, sel: Selection, decision: postprocess.Decision, n_images: int) -> dict:
@@ -216,6 +241,8 @@ def _describe(sel: Selection, d: postprocess.Decision) -> str:
         steps.append(f"masks under {d.min_area} px emptied")
     if d.empty_max_prob is not None:
         steps.append(f"images with peak probability <= {d.empty_max_prob:.2f} emptied")
+    if d.head_cut is not None:
+        steps.append(f"images with head probability of salt <= {d.head_cut:.2f} emptied")
     return (f"{sel.name} (tta {sel.tta}): threshold {d.threshold:.2f}, post-processing: "
             f"{'; '.join(steps) or 'none (nothing improved the OOF score)'}\n"
             f"pooled OOF TGS score {d.score_raw:.4f} -> {d.score_post:.4f} after post-processing")
@@ -235,12 +262,13 @@ def predict(run_dir: Path, *, arch: str | None = None, ensemble: list[str] | Non
     test = None if evaluate_oof else load_test_set(cfg)  # before anything is written: its errors come first
     device = runtime.setup(cfg)
     levels = oof_probs(cells, data["ids"], sel.tta)
-    decision = postprocess.decide(levels, data["masks"])
+    head = oof_head_probs(cells, data["ids"], sel.tta)
+    decision = postprocess.decide(levels, data["masks"], head_probs=head)
     record_decision(run, cfg, sel, decision, len(data["ids"]))
     print(_describe(sel, decision))
     print(f"recorded in {run.postprocess_file}")
     if test is None:
-        crossfit = postprocess.cross_fitted_score(levels, data["masks"], data["folds"])
+        crossfit = postprocess.cross_fitted_score(levels, data["masks"], data["folds"], head_probs=head)
         print(f"cross-fitted OOF TGS score (each fold post-processed as decided on the others): {crossfit:.4f}")
         record_ensemble(run, sel, decision, len(data["ids"]), crossfit)
         print(f"recorded in {run.ensembles_file}")
@@ -248,8 +276,8 @@ def predict(run_dir: Path, *, arch: str | None = None, ensemble: list[str] | Non
 
     stats = DeviceData.from_arrays(data["ids"], data["images"], data["masks"], torch.device("cpu"))
     test_ids, test_images = test
-    probs = predict_test(cfg, cells, test_images, stats.mean, stats.std, device, sel.tta)
-    masks = postprocess.apply(probs, decision)
+    probs, test_head = predict_test(cfg, cells, test_images, stats.mean, stats.std, device, sel.tta)
+    masks = postprocess.apply(probs, decision, test_head)
     path = Path(out) if out else run.submission_file
     atomic.write_text(path, submission_text(test_ids, masks))
     print(f"wrote {path}: {len(test_ids)} test images, {int((~masks.any(axis=(1, 2))).sum())} predicted empty")

@@ -1,4 +1,5 @@
-"""Turn a run directory's cells into ``leaderboard.csv``, ``per_image.csv`` and ``gallery.npz``.
+"""Turn a run directory's cells into ``leaderboard.csv``, ``per_image.csv``, ``gallery.npz`` and, for a run with
+``protocol.empty_head``, ``classifier.csv``.
 
 Reads only the run directory (``data.npz`` holds the train ids, images, masks and folds), so a
 leaderboard can be rebuilt at any time, also from a partial run.
@@ -14,7 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bench import atomic, postprocess, stats
+from bench import atomic, classifier, postprocess, stats
 from bench.data.folds import N_CLASSES, coverage_class
 from bench.errors import BenchError, one_line
 from bench.identity import ENVIRONMENT_KEYS
@@ -23,8 +24,9 @@ from bench.rundir import OOF, Cell, RunDir
 
 
 def _pooled(run: RunDir, arch: str, seed: int, cells: pd.DataFrame, index: dict[str, int]) -> dict[str, np.ndarray]:
-    """Pooled out-of-fold uint8 probabilities of one (arch, seed) over its finished folds."""
-    parts: dict[str, list[np.ndarray]] = {"rows": [], "probs": [], "probs_no_tta": []}
+    """Pooled out-of-fold uint8 probabilities of one (arch, seed) over its finished folds, and the head's
+    probabilities (``head``) when the cells have the head."""
+    parts: dict[str, list[np.ndarray]] = {"rows": [], "probs": [], "probs_no_tta": [], "head": []}
     for fold in sorted(cells["fold"]):
         path = run.cell_dir(Cell(arch, int(fold), int(seed))) / OOF
         try:
@@ -32,9 +34,14 @@ def _pooled(run: RunDir, arch: str, seed: int, cells: pd.DataFrame, index: dict[
                 parts["rows"].append(np.array([index[str(i)] for i in z["ids"]]))
                 parts["probs"].append(z["probs"])
                 parts["probs_no_tta"].append(z["probs_no_tta"])
+                if "head_probs" in z.files:
+                    parts["head"].append(z["head_probs"])
         except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
             raise BenchError(f"{path}: unreadable out-of-fold file ({type(exc).__name__}: {one_line(exc)})") from None
-    return {k: np.concatenate(v) for k, v in parts.items()}
+    if len(parts["head"]) not in (0, len(parts["rows"])):
+        raise BenchError(f"{run.cells_dir / arch}: some folds of seed {seed} have the empty-vs-salt head's "
+                         "probabilities and some do not")
+    return {k: np.concatenate(v) for k, v in parts.items() if v}
 
 
 @dataclass
@@ -48,6 +55,7 @@ class _Group:
     holdout: pd.DataFrame | None
     probs: np.ndarray
     rows: np.ndarray
+    classifier: list[dict[str, Any]]  # classifier.csv rows (OOF, holdout) of a run with the head; [] without
 
 
 def _cross_fitted(probs: np.ndarray, truth: np.ndarray, folds: np.ndarray) -> tuple[np.ndarray, dict[int, float]]:
@@ -69,8 +77,9 @@ def _score_group(run: RunDir, arch: str, seed: int, group: pd.DataFrame, data: d
     pred, thresholds = _cross_fitted(pooled["probs"], truth, folds)
     pred_plain, _ = _cross_fitted(pooled["probs_no_tta"], truth, folds)
     scores = tgs_precision(truth, pred)
+    head = pooled.get("head")
     # chosen on this group's pooled OOF: applied to the holdout; its own OOF score is shown, never ranked
-    decision = postprocess.decide(pooled["probs"], truth)
+    decision = postprocess.decide(pooled["probs"], truth, head_probs=head)
     per_fold = pd.Series(scores).groupby(folds).mean()
     empty_truth, empty_pred = ~truth.any(axis=(1, 2)), ~pred.any(axis=(1, 2))
     cls = classes[rows]
@@ -95,19 +104,92 @@ def _score_group(run: RunDir, arch: str, seed: int, group: pd.DataFrame, data: d
         row[f"cov_{c}"] = scores[cls == c].mean() if (cls == c).any() else np.nan
     oof = pd.DataFrame({"id": data["ids"][rows], "fold": folds, "score": scores, "iou": iou(truth, pred),
                         "coverage_class": cls, "empty_truth": empty_truth, "empty_pred": empty_pred})
-    holdout = None
+    if head is not None:
+        row["head_cut"] = np.nan
+        oof["head_prob"] = head
+    holdout, held_probs = None, None
     path = run.holdout_probs_file(arch, seed)
     if held is not None and path.is_file() and len(held["ids"]):
         with np.load(path, allow_pickle=False) as z:
             if list(z["ids"]) == list(held["ids"]):
-                hpred = postprocess.apply(z["probs"], decision)
-                hscores = tgs_precision(held["masks"], hpred)
-                row.update(holdout_score=hscores.mean(), holdout_n=len(hscores),
-                           min_area=decision.min_area, empty_max_prob=decision.empty_max_prob)
-                holdout = pd.DataFrame({"id": held["ids"], "fold": -1, "score": hscores, "iou": iou(held["masks"], hpred),
-                                        "coverage_class": coverage_class(held["masks"]),
-                                        "empty_truth": ~held["masks"].any(axis=(1, 2)), "empty_pred": ~hpred.any(axis=(1, 2))})
-    return _Group(arch, seed, row, oof, holdout, pooled["probs"], rows)
+                held_probs = {k: z[k] for k in ("probs", "head_probs") if k in z.files}
+    if held_probs is not None:
+        hpred = postprocess.apply(held_probs["probs"], decision, held_probs.get("head_probs"))
+        hscores = tgs_precision(held["masks"], hpred)
+        row.update(holdout_score=hscores.mean(), holdout_n=len(hscores),
+                   min_area=decision.min_area, empty_max_prob=decision.empty_max_prob)
+        holdout = pd.DataFrame({"id": held["ids"], "fold": -1, "score": hscores, "iou": iou(held["masks"], hpred),
+                                "coverage_class": coverage_class(held["masks"]),
+                                "empty_truth": ~held["masks"].any(axis=(1, 2)), "empty_pred": ~hpred.any(axis=(1, 2))})
+        if head is not None:
+            row["head_cut"] = np.nan if decision.head_cut is None else decision.head_cut
+            holdout["head_prob"] = held_probs["head_probs"]
+    records = []
+    if head is not None:
+        held_split = None if held_probs is None else (held_probs["probs"], held_probs["head_probs"], held["masks"])
+        records = _classifier_rows(arch, seed, pooled["probs"], head, truth, folds, thresholds, decision, held_split)
+    return _Group(arch, seed, row, oof, holdout, pooled["probs"], rows, records)
+
+
+#: the image-level empty cuts weighed against each other in classifier.csv: (column, the peak-probability cut is a
+#: candidate, the head's cut is a candidate); threshold and minimum area are decided as always
+CUTS = (("score_no_cut", False, False), ("score_peak_cut", True, False), ("score_head_cut", False, True),
+        ("score_both_cuts", True, True))
+
+
+def _cut(value: float | None) -> str:
+    return "none" if value is None else f"{value:.2f}"
+
+
+def _classifier_rows(arch: str, seed: int, probs: np.ndarray, head: np.ndarray, truth: np.ndarray, folds: np.ndarray,
+                     thresholds: dict[int, float], decision: postprocess.Decision,
+                     held: tuple[np.ndarray, np.ndarray, np.ndarray] | None) -> list[dict[str, Any]]:
+    """The head of one (arch, seed) as a classifier (at 0.5), as a leaderboard probe (``classifier.probe_table``)
+    and as an image-level empty cut against the peak-probability cut and no cut, per split.
+
+    OOF scores are cross-fitted (each fold's threshold and cuts decided on the other folds; NaN with one fold
+    done); holdout scores apply the decisions taken on the pooled OOF, so ``score_both_cuts`` on the holdout is
+    the leaderboard's ``holdout_score``. ``head_cut`` is the pooled OOF's cut (the holdout's and the test set's),
+    ``fold_head_cuts`` each fold's own.
+    """
+    crossfit = np.unique(folds).size > 1
+    splits = {"oof": (probs, head, truth)} if held is None else {"oof": (probs, head, truth), "holdout": held}
+    cut_scores: dict[str, dict[str, float]] = {name: {} for name in splits}
+    fold_cuts = ""
+    for column, peak, use_head in CUTS:
+        given = head if use_head else None
+        if crossfit:
+            scores, decisions = postprocess.cross_fitted(probs, truth, folds, head_probs=given, peak=peak,
+                                                         thresholds=thresholds)
+            cut_scores["oof"][column] = float(scores.mean())
+            if peak and use_head:
+                fold_cuts = " ".join(_cut(decisions[f].head_cut) for f in sorted(decisions))
+        else:
+            cut_scores["oof"][column] = np.nan
+        if held is not None:
+            pooled = decision if peak and use_head else postprocess.decide(probs, truth, decision.threshold,
+                                                                             head_probs=given, peak=peak)
+            held_probs, held_head, held_masks = held
+            masks = postprocess.apply(held_probs, pooled, held_head if use_head else None)
+            cut_scores["holdout"][column] = float(tgs_precision(held_masks, masks).mean())
+    rows = []
+    for name, (_, split_head, split_truth) in splits.items():
+        empty = ~split_truth.any(axis=(1, 2))
+        judged = classifier.classifier_metrics(split_head, empty)
+        probe = classifier.probe_table(split_head, empty, truth_masks=split_truth)
+        rows.append({
+            "arch": arch, "seed": seed, "split": name, "n": judged["n"], "n_salt": judged["n_salt"],
+            "n_empty": judged["n_empty"], "accuracy": judged["accuracy"], "roc_auc": judged["roc_auc"],
+            "tp": judged["tp"], "fp": judged["fp"], "fn": judged["fn"], "tn": judged["tn"],
+            **{k: probe[k] for k in PROBE_KEYS}, **cut_scores[name],
+            "head_cut": np.nan if decision.head_cut is None else decision.head_cut,
+            "fold_head_cuts": fold_cuts if name == "oof" else "",
+        })
+    return rows
+
+
+PROBE_KEYS = ("all_empty_score", "probe_score", "oracle_score", "false_salt", "false_salt_cost", "false_empty",
+              "false_empty_cost")
 
 
 def _check_environment(cells: pd.DataFrame, allow_mixed: bool, where: Path) -> list[dict[str, Any]]:
@@ -174,10 +256,13 @@ def aggregate(run_dir: Path | RunDir, *, allow_mixed: bool = False) -> tuple[pd.
                           + [g.holdout.assign(arch=g.arch, seed=g.seed, split="holdout") for g in groups
                              if g.holdout is not None], ignore_index=True)
     per_image = per_image[["id", "split", "fold", "arch", "seed", "score", "iou", "coverage_class", "empty_truth",
-                           "empty_pred"]]
+                           "empty_pred", *(["head_prob"] if "head_prob" in per_image else [])]]
     run.aggregate_file.unlink(missing_ok=True)
     atomic.write_text(run.leaderboard_file, board.to_csv(index=False))
     atomic.write_text(run.per_image_file, per_image.to_csv(index=False))
+    records = [r for g in groups for r in g.classifier]
+    if records:
+        atomic.write_text(run.classifier_file, pd.DataFrame(records).to_csv(index=False))
     gallery_probs = {}
     for g in groups:
         if g.seed == min(x.seed for x in groups if x.arch == g.arch):
@@ -226,6 +311,39 @@ def _write_gallery(run: RunDir, data: dict, board: pd.DataFrame, per_image: pd.D
     arrays = {f"probs_{a}": probs[a][rows] for a in board["arch"] if a in probs}
     atomic.write_npz(run.gallery_file, ids=np.array(ids), labels=np.array(labels), images=data["images"][rows],
                   masks=data["masks"][rows], archs=np.array(list(arrays and [a[6:] for a in arrays])), **arrays)
+
+
+CSV_OPTIONS = {"keep_default_na": False, "na_values": [""]}  # an id such as "NA" or "1e5" stays a string
+
+
+def _fresh(run: RunDir) -> bool:
+    """True when the last aggregation finished (``aggregate.json``, written last) after the last cell, over
+    exactly the finished cells: then leaderboard.csv, per_image.csv, gallery.npz and (in a run with the head)
+    classifier.csv are complete and current."""
+    if not (run.aggregate_file.is_file() and run.leaderboard_file.is_file() and run.per_image_file.is_file()):
+        return False
+    if run.protocol().get("protocol", {}).get("protocol", {}).get("empty_head") and not run.classifier_file.is_file():
+        return False
+    if run.aggregate_file.stat().st_mtime < run.newest_cell_mtime():
+        return False
+    try:
+        recorded = atomic.read_json(run.aggregate_file).get("cells")
+    except (OSError, ValueError):
+        return False
+    return recorded == [f"{c.arch}/{c.name}" for c in run.done_cells()]
+
+
+def current(run_dir: Path | RunDir) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The leaderboard and per-image tables of a run with finished cells as of now: read from the run directory
+    when the last aggregation is current, else aggregated again (a partial or resumed run is never stale)."""
+    run = RunDir(run_dir)
+    if not run.data_file.is_file():
+        raise BenchError(f"{run.data_file}: missing, but the run has finished cells")
+    if _fresh(run):
+        board = pd.read_csv(run.leaderboard_file, dtype={"arch": str, "encoder": str}, **CSV_OPTIONS)
+        per_image = pd.read_csv(run.per_image_file, dtype={"id": str, "arch": str}, **CSV_OPTIONS)
+        return board, per_image
+    return aggregate(run)
 
 
 def all_empty_baseline(run_dir: Path | RunDir) -> float:

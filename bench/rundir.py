@@ -4,6 +4,7 @@
 <run>/config.yaml  protocol.json  splits.json  env.json  data.npz  ImageSets/
 <run>/cells/<arch>/fold<k>-seed<s>/  metrics.json  history.csv  oof.npz  model.pt  checkpoint.pt
 <run>/leaderboard.csv  per_image.csv  gallery.npz  postprocess.json  ensembles.csv  submission.csv
+<run>/classifier.csv  (runs with protocol.empty_head)  compare/<other run>.csv  (salt-bench compare)
 <run>/tuning/<study>.db  <study>.best.yaml  <study>/trial-<n>/<cell>/
 ```
 
@@ -109,6 +110,19 @@ class RunDir:
     def aggregate_file(self) -> Path:
         """``aggregate.json``, written last by the aggregation: the tables beside it are complete and current."""
         return self.path / "aggregate.json"
+
+    @property
+    def classifier_file(self) -> Path:
+        """``classifier.csv``: the empty-vs-salt head per (arch, seed, split), in runs with ``protocol.empty_head``."""
+        return self.path / "classifier.csv"
+
+    def compare_file(self, other: RunDir) -> Path:
+        """``salt-bench compare OTHER THIS``'s table: this run's per-image scores paired with ``other``'s."""
+        return self.compare_dir / f"{other.path.resolve().name}.csv"
+
+    @property
+    def compare_dir(self) -> Path:
+        return self.path / "compare"
 
     @property
     def gallery_file(self) -> Path:

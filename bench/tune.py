@@ -345,6 +345,8 @@ def tune(config_paths: list[str] | None, overrides: list[str], *, archs: list[st
     folds = [0] if folds is None else folds
     space = load_space(_space_path(space_path), cfg, archs)
     runner.grid(cfg, archs, folds)  # check --folds before any work
+    if storage:
+        open_storage(storage, space)  # a bad --storage fails before the run directory or the data is touched
     run = RunDir(out or runtime.default_run_dir(cfg))
     device = runtime.setup(cfg)
     raw = runner.load_data(cfg, run)  # the development set only: tuning never sees the holdout

@@ -15,6 +15,7 @@ A full run is about 8 minutes per recipe and variant on 2 idle cores; ``--set pr
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import subprocess
 import sys
@@ -35,7 +36,11 @@ MARGIN_GOAL = 0.05
 #: Candidate recipes: overrides layered on configs/quick.yaml. Add a line to profile another one.
 RECIPES: dict[str, list[str]] = {
     "quick": [],
-    "quick-lr1e-3": ["protocol.optimizer.lr=1.0e-3"],
+    "lr1e-2": ["protocol.optimizer.lr=1.0e-2"],
+    "lr1e-3": ["protocol.optimizer.lr=1.0e-3"],
+    "lr5e-4": ["protocol.optimizer.lr=5.0e-4"],
+    "bs4": ["protocol.batch_size=4"],
+    "noaug": ["protocol.augment.shift_scale=0", "protocol.augment.color=0"],
 }
 DEFAULT_VARIANTS = "1:default,2:default,3:default,1:hard,2:hard,3:hard"
 
@@ -96,18 +101,18 @@ def run_one(data_dir: Path, run_dir: Path, overrides: list[str], archs: list[str
     return wall
 
 
-def board_rows(run_dir: Path, recipe: str, variant: Variant, baseline: float, wall_s: float) -> list[dict]:
-    """One row per architecture from the run's leaderboard.csv; ``holdout_score`` and ``learned`` when it has them."""
+def board_rows(run_dir: Path, recipe: str, variant: Variant, wall_s: float) -> list[dict]:
+    """One row per architecture from the run's leaderboard.csv, its margin taken over the all-empty score of the
+    images its ranking score is computed on (the holdout when the run has one, else the development set)."""
     board = pd.read_csv(run_dir / "leaderboard.csv")
+    summary = json.loads((run_dir / "aggregate.json").read_text())
+    baseline = summary["all_empty_holdout"] if summary["score_source"] == "holdout" else summary["all_empty_oof"]
     rows = []
     for _, r in board.iterrows():
-        row = {"recipe": recipe, "variant": variant.name, "arch": r["arch"], "baseline": baseline, "score": r["score"],
-               "margin": r["score"] - baseline, "train_images_per_s": r["train_images_per_s"], "wall_s": wall_s}
-        if "holdout_score" in board:
-            row["holdout_margin"] = r["holdout_score"] - baseline
-        if "learned" in board:
-            row["learned"] = r["learned"]
-        rows.append(row)
+        rows.append({"recipe": recipe, "variant": variant.name, "arch": r["arch"], "baseline": baseline,
+                     "score": r["score"], "margin": r["score"] - baseline,
+                     "oof_margin": r["oof_score"] - summary["all_empty_oof"],
+                     "learned": bool(r["learned"]), "train_images_per_s": r["train_images_per_s"], "wall_s": wall_s})
     return rows
 
 
@@ -123,12 +128,10 @@ def format_table(long: pd.DataFrame) -> str:
     table[("min margin", "")] = margins.min(axis=1).map(four)
     table[("wall s", "")] = first["wall_s"].map(whole)
     lines = [table.to_string()]
-    if "holdout_margin" in long:
-        holdout = long.pivot_table(index=index, columns="arch", values="holdout_margin", sort=False)
-        lines += ["", "holdout margin (holdout_score - baseline):", holdout.map(four).to_string()]
-    if "learned" in long:
-        missed = long.loc[~long["learned"].astype(bool), ["recipe", "variant", "arch"]]
-        lines += ["", "not learned: " + (", ".join(" ".join(map(str, r)) for r in missed.to_numpy()) or "none")]
+    oof = long.pivot_table(index=index, columns="arch", values="oof_margin", sort=False)
+    lines += ["", "cross-fitted OOF margin (oof_score - all-empty score of the development set):", oof.map(four).to_string()]
+    missed = long.loc[~long["learned"], ["recipe", "variant", "arch"]]
+    lines += ["", "not learned: " + (", ".join(" ".join(map(str, r)) for r in missed.to_numpy()) or "none")]
     below = int(margins.lt(MARGIN_GOAL).sum().sum())
     lines += ["", f"{below} of {margins.size} (recipe, variant, architecture) margins below the goal of {MARGIN_GOAL}"]
     return "\n".join(lines)
@@ -154,15 +157,15 @@ def main(argv: list[str] | None = None) -> int:
             data_dir = work / "data" / f"s{variant.seed}-{variant.style}"
             if data_dir.exists():
                 shutil.rmtree(data_dir)
-            baseline = write_variant(data_dir, variant, args.n_train)
+            write_variant(data_dir, variant, args.n_train)
             for recipe in recipes:
                 run_dir = work / "runs" / f"{recipe}-s{variant.seed}-{variant.style}"
                 if run_dir.exists():
                     shutil.rmtree(run_dir)
                 log = work / f"{recipe}-s{variant.seed}-{variant.style}.log"
-                print(f"{recipe} on {variant.name} (baseline {baseline:.4f}): training, log {log}", flush=True)
+                print(f"{recipe} on {variant.name}: training, log {log}", flush=True)
                 wall = run_one(data_dir, run_dir, RECIPES[recipe] + args.overrides, args.archs, log)
-                rows += board_rows(run_dir, recipe, variant, baseline, wall)
+                rows += board_rows(run_dir, recipe, variant, wall)
                 print(f"  done in {wall:.0f} s", flush=True)
     except BenchError as exc:
         print(f"cpu_profile: error: {exc}", file=sys.stderr)

@@ -58,7 +58,7 @@ import architectures
 from bench import atomic, checkpoint, config, losses, runtime
 from bench.config import ArchPlan, Config, ProtocolConfig
 from bench.identity import cell_hash, cell_identity
-from bench.inference import autocast, from_network, predict_probs, to_network
+from bench.inference import autocast, from_network, predict_probs, split_outputs, to_network
 from bench.rundir import Cell
 from bench.train import CellState, DeviceData, Split, Trainer, batch_stream, finish, train_one_epoch, validate, validates
 
@@ -157,19 +157,22 @@ def _bare_step(plan: ArchPlan, trainer: Trainer, terms: dict[str, float], x: tor
                y: torch.Tensor) -> Callable[[], None]:
     """The step with no harness around it: input prepared once, autocast forward, loss on the crop, fused AdamW."""
     p, device, cuda = plan.protocol, trainer.device, trainer.device.type == "cuda"
-    model = architectures.create(plan.arch, in_channels=1, classes=1, **plan.model).to(device).train()
-    xin = to_network((x - trainer.data.mean) / trainer.data.std, p.input)
-    if cuda:
-        model = model.to(memory_format=torch.channels_last)
-        xin = xin.contiguous(memory_format=torch.channels_last)
+    model = architectures.create(plan.arch, in_channels=1, classes=1, **plan.model)
+    model = model.to(device, memory_format=torch.channels_last).train()  # the harness's layout, on every device
+    xin = to_network((x - trainer.data.mean) / trainer.data.std, p.input).contiguous(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(model.parameters(), lr=p.optimizer.lr, weight_decay=p.optimizer.weight_decay, fused=cuda)
     loss_fn = losses.WeightedLoss(terms).to(device)
+
+    has_salt = y.flatten(1).amax(dim=1)
 
     def step() -> None:
         opt.zero_grad(set_to_none=True)
         with autocast(device):
-            logits = model(xin)
-        loss_fn(from_network(logits.float(), p.input, trainer.size), y).backward()
+            logits, head = split_outputs(model(xin))
+        loss = loss_fn(from_network(logits.float(), p.input, trainer.size), y)
+        if p.empty_head is not None:  # the same extra term as the harness's, so both steps do the same work
+            loss = loss + p.empty_head.weight * torch.nn.functional.binary_cross_entropy_with_logits(head.float(), has_salt)
+        loss.backward()
         opt.step()
 
     return step

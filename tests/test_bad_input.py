@@ -228,6 +228,9 @@ CASES = [
          "argument --timeout: expected a number, got 'soon'"),
     Case("tune --n-trials 0", ("tune", "--arch", "unet", "--n-trials", "0", "--out", "{out}"), 2,
          "argument --n-trials: expected an integer >= 1"),
+    Case("tune --storage unreachable", ("tune", "--arch", "unet", "--n-trials", "1", "--out", "{out}", "--storage",
+                                         "sqlite:///{tmp}/no/such/dir/study.db"), 2, "--storage sqlite:///",
+         absent=("{out}",)),
     Case("run --cpus-per-cell nan", RUN + ("--cpus-per-cell", "nan"), 2,
          "argument --cpus-per-cell: expected a finite number > 0"),
 ]

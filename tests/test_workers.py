@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench import config, runner
+from bench import atomic, config, runner
 from bench.executors import claim, release
 from bench.rundir import Cell, RunDir
 from tests.conftest import tiny_overrides
@@ -70,3 +70,30 @@ def test_two_runs_on_one_directory_never_train_the_same_cell(tiny_dataset: Path,
     assert first.returncode == 0 and second.returncode == 0, [o[1][-2000:] for o in outs]
     trained = [line.split()[1:6] for o in outs for line in o[0].splitlines() if line.startswith("done ")]
     assert len(trained) == 6 and len({tuple(t) for t in trained}) == 6, trained  # each cell exactly once
+
+
+def test_workers_exit_when_their_run_is_killed(tiny_dataset: Path, tmp_path: Path) -> None:
+    """kill -9 of ``salt-bench run`` leaves no worker training on as an orphan, and its claims are taken over."""
+    import signal
+    import time
+
+    out = tmp_path / "killed"
+    sets = tiny_overrides(tiny_dataset, **{"protocol.epochs": 40, "runtime.workers": 2})
+    argv = [sys.executable, "-m", "bench.cli", "run", "--config", str(QUICK), "--archs", "unet,linknet",
+            "--out", str(out), "--no-report"] + [a for s in sets for a in ("--set", s)]
+    parent = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while len(list(out.glob("cells/*/*/claim"))) < 2 and time.monotonic() < deadline and parent.poll() is None:
+        time.sleep(0.2)
+    claims = [p.read_text() for p in out.glob("cells/*/*/claim")]
+    assert len(claims) == 2, claims
+    workers = [int(c.split()[1]) for c in claims]
+    assert parent.pid not in workers  # the claims are the workers'
+    os.kill(parent.pid, signal.SIGKILL)
+    parent.wait()
+    deadline = time.monotonic() + 30
+    while any(atomic.pid_alive(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not any(atomic.pid_alive(pid) for pid in workers), "a worker outlived its run"
+    assert claim(RunDir(out), Cell("unet", 0, 0))  # the dead worker's claim is taken over
+

@@ -22,6 +22,7 @@ SECTIONS = [
     ("curves", "Learning curves"), ("coverage", "Coverage & empty images"), ("pareto", "Cost vs score"),
     ("gallery", "Gallery"), ("tuning", "Tuning"),
 ]
+HEAD_SECTION = ("head", "Empty-vs-salt head")  # after "coverage", in runs with protocol.empty_head only
 ENV_KEYS = [("device", "device"), ("device_name", "device name"), ("torch", "torch"), ("smp", "segmentation-models-pytorch"),
             ("timm", "timm"), ("optuna", "optuna"), ("numpy", "numpy"), ("python", "python"), ("threads", "CPU threads"),
             ("git_commit", "git commit"), ("platform", "platform")]
@@ -74,10 +75,34 @@ def _figures(run: RunData, order: list[str]) -> dict[str, str | None]:
     }
 
 
+def _sections(run: RunData) -> list[tuple[str, str]]:
+    if not (run.empty_head and run.has_cells and not run.classifier.empty):
+        return SECTIONS
+    at = [s for s, _ in SECTIONS].index("coverage") + 1
+    return [*SECTIONS[:at], HEAD_SECTION, *SECTIONS[at:]]
+
+
+def _head(run: RunData, order: list[str]) -> dict[str, Any]:
+    """The empty-vs-salt head's section: its cut's worth, comparisons with other runs, classifier and probe."""
+    frame = run.classifier
+    label = f"loss weight {run.empty_head['weight']:g}, dropout {run.empty_head['dropout']:g}"
+    heads = run.per_image.dropna(subset=["head_prob"]) if "head_prob" in run.per_image else pd.DataFrame()
+    return {
+        "label": label,
+        "effect": Markup(tables.head_effect(frame, order)),
+        "confusion": Markup(tables.head_confusion(frame, order)),
+        "probe": Markup(tables.probe(frame, order)),
+        "roc": plots.roc_plot(heads, order, plots.palette(order)),
+        "comparisons": [{"name": name, "table": Markup(tables.comparison(table))} for name, table in run.comparisons],
+    }
+
+
 def context(run: RunData) -> dict[str, Any]:
     """Everything the template shows, computed from the run directory alone."""
+    sections = _sections(run)
     ctx: dict[str, Any] = {
-        "run": run, "sections": SECTIONS, "config_name": run.config.get("name"),
+        "run": run, "sections": sections, "number": {sid: k for k, (sid, _) in enumerate(sections, 1)},
+        "config_name": run.config.get("name"),
         "date": run.env.get("time"), "protocol_hash": run.protocol_hash,
         "protocol_json": json.dumps(run.protocol_record, indent=2, sort_keys=True),
         "config_yaml": yaml.safe_dump(run.config, sort_keys=False) if run.config else "",
@@ -104,6 +129,8 @@ def context(run: RunData) -> dict[str, Any]:
         if RunDir(run.run_dir).ensembles_file.is_file() else None,
         "diverged": run.cells[run.cells["status"] != "ok"][["arch", "fold", "seed", "stop_reason"]].to_dict("records"),
     })
+    if HEAD_SECTION in sections:
+        ctx["head"] = _head(run, order)
     return ctx
 
 

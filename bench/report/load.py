@@ -1,8 +1,8 @@
 """Read one run directory into the tables the report shows; the report reads nothing else.
 
 The leaderboard, per-image scores and gallery are taken from the run directory when they are at least
-as new as every finished cell, and rebuilt with ``bench.results.aggregate`` otherwise (a report of a
-partial or resumed run is never stale).
+as new as every finished cell, and rebuilt with ``bench.results.aggregate`` otherwise (``results.current``:
+a report of a partial or resumed run is never stale).
 """
 from __future__ import annotations
 
@@ -19,8 +19,6 @@ from bench import results
 from bench.errors import BenchError
 from bench.rundir import HISTORY, Cell, RunDir
 from bench.stats import fold_ratio
-
-_CSV = {"keep_default_na": False, "na_values": [""]}  # an id such as "NA" or "1e5" stays a string
 
 
 @dataclass
@@ -44,6 +42,8 @@ class RunData:
     baseline: float | None = None
     test_train_ratio: float = float("nan")
     manifest: dict[str, Any] = field(default_factory=dict)  # aggregate.json
+    classifier: pd.DataFrame = field(default_factory=pd.DataFrame)  # classifier.csv (runs with the head)
+    comparisons: list[tuple[str, pd.DataFrame]] = field(default_factory=list)  # compare/<run>.csv, by run name
 
     @property
     def has_cells(self) -> bool:
@@ -60,6 +60,11 @@ class RunData:
     def protocol(self) -> dict[str, Any]:
         """The shared protocol section (folds, seeds, loss, ...) as recorded in protocol.json."""
         return self.protocol_record.get("protocol") or {}
+
+    @property
+    def empty_head(self) -> dict[str, Any] | None:
+        """``protocol.empty_head`` of the run (weight, dropout), None when the run has no head."""
+        return self.protocol.get("empty_head")
 
     @property
     def switch_epoch(self) -> int | None:
@@ -82,6 +87,15 @@ def _read_json(path: Path, required: bool = False) -> dict[str, Any]:
     return value
 
 
+def _read_csv(path: Path, dtypes: dict[str, type]) -> pd.DataFrame:
+    if not path.is_file():
+        return pd.DataFrame()
+    try:
+        return pd.read_csv(path, dtype=dtypes, **results.CSV_OPTIONS)
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise BenchError(f"{path}: unreadable CSV ({type(exc).__name__})") from None
+
+
 def _read_config(path: Path) -> dict[str, Any]:
     if not path.is_file():
         return {}
@@ -94,29 +108,6 @@ def _read_config(path: Path) -> dict[str, Any]:
 
 def _cell_key(frame: pd.DataFrame) -> set[tuple[str, int, int]]:
     return {(str(a), int(f), int(s)) for a, f, s in frame[["arch", "fold", "seed"]].drop_duplicates().itertuples(index=False)}
-
-
-def _fresh(run: RunDir) -> bool:
-    """True when the last aggregation finished (``aggregate.json``, written last) after the last cell, over
-    exactly the finished cells: then leaderboard.csv, per_image.csv and gallery.npz are complete and current."""
-    if not (run.aggregate_file.is_file() and run.leaderboard_file.is_file() and run.per_image_file.is_file()):
-        return False
-    if run.aggregate_file.stat().st_mtime < run.newest_cell_mtime():
-        return False
-    recorded = _read_json(run.aggregate_file).get("cells")
-    return recorded == [f"{c.arch}/{c.name}" for c in run.done_cells()]
-
-
-def _tables(run: RunDir, cells: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    if cells.empty:
-        return pd.DataFrame(), pd.DataFrame()
-    if not run.data_file.is_file():
-        raise BenchError(f"{run.data_file}: missing, but the run has finished cells")
-    if _fresh(run):
-        board = pd.read_csv(run.leaderboard_file, dtype={"arch": str, "encoder": str}, **_CSV)
-        per_image = pd.read_csv(run.per_image_file, dtype={"id": str, "arch": str}, **_CSV)
-        return board, per_image
-    return results.aggregate(run)
 
 
 def _histories(run: RunDir, cells: pd.DataFrame) -> pd.DataFrame:
@@ -157,7 +148,7 @@ def load_run(run_dir: Path | RunDir) -> RunData:
     splits = _read_json(run.splits_file)
     splits.pop("folds", None)
     cells = run.metrics_table()
-    board, per_image = _tables(run, cells)
+    board, per_image = results.current(run) if not cells.empty else (pd.DataFrame(), pd.DataFrame())
     record = protocol.get("protocol") or {}
     missing, expected = _missing(config, record.get("protocol") or {}, cells)
     data = RunData(
@@ -167,6 +158,10 @@ def load_run(run_dir: Path | RunDir) -> RunData:
         gallery=_gallery(run) if not cells.empty else None, missing=missing, expected=expected,
     )
     data.manifest = _read_json(run.aggregate_file)
+    if data.empty_head and not cells.empty:
+        data.classifier = _read_csv(run.classifier_file, {"arch": str, "split": str, "fold_head_cuts": str})
+        data.comparisons = [(path.stem, _read_csv(path, {"arch": str, "split": str, "seeds": str}))
+                            for path in sorted(run.compare_dir.glob("*.csv"))]
     if run.data_file.is_file():
         data.baseline = results.all_empty_baseline(run)
         data.test_train_ratio = fold_ratio(run.load_data()["folds"])

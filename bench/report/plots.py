@@ -15,6 +15,7 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 from matplotlib.ticker import FuncFormatter, MaxNLocator  # noqa: E402
 
+from bench.classifier import classifier_metrics  # noqa: E402
 from bench.data.folds import N_CLASSES  # noqa: E402
 
 _RC = {**sns.axes_style("whitegrid"), "font.size": 10, "axes.titlesize": 11, "axes.labelsize": 10,
@@ -140,5 +141,33 @@ def pareto_plot(board: pd.DataFrame, colours: Palette, baseline: float | None) -
             ax.margins(x=0.25, y=0.15)
             if ax.get_legend_handles_labels()[0]:
                 ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, fontsize=8, frameon=False)
+        fig.tight_layout()
+        return png_uri(fig)
+
+
+def roc_plot(per_image: pd.DataFrame, order: list[str], colours: Palette) -> str:
+    """ROC curves of the empty-vs-salt head ("salt" the positive class), one panel per split (out-of-fold,
+    holdout), one curve per architecture and seed; the legend gives each curve's AUC."""
+    splits = [s for s in ("oof", "holdout") if (per_image["split"] == s).any()] or ["oof"]
+    seeds = sorted(per_image["seed"].unique()) if len(per_image) else []
+    with plt.rc_context(_RC):
+        fig, axes = plt.subplots(1, len(splits), figsize=(5.2 * len(splits), 4.4), squeeze=False)
+        for ax, split in zip(axes[0], splits):
+            rows = per_image[per_image["split"] == split]
+            for arch in order:
+                for seed in seeds:
+                    sub = rows[(rows["arch"] == arch) & (rows["seed"] == seed)]
+                    if sub.empty:
+                        continue
+                    truth_empty = (sub["empty_truth"].astype(str) == "True").to_numpy()
+                    m = classifier_metrics(sub["head_prob"].to_numpy(float), truth_empty)
+                    label = f"{arch}{f' seed {seed}' if len(seeds) > 1 else ''} (AUC {m['roc_auc']:.3f})"
+                    ax.plot(m["roc"]["fpr"], m["roc"]["tpr"], color=colours.get(arch), linewidth=1.6, label=label)
+            ax.plot([0, 1], [0, 1], ":", color="grey", linewidth=1)
+            ax.set(xlim=(0, 1), ylim=(0, 1.02), xlabel="false salt rate (empty images called salt)",
+                   ylabel="true salt rate (salt images called salt)",
+                   title=f"ROC of the head, {'out-of-fold' if split == 'oof' else 'holdout'}")
+            if ax.get_legend_handles_labels()[0]:
+                ax.legend(loc="lower right", fontsize=8, frameon=True)
         fig.tight_layout()
         return png_uri(fig)

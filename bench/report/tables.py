@@ -10,7 +10,8 @@ import pandas as pd
 from pandas.io.formats.style import Styler
 
 # left-aligned; everything else is a number
-TEXT = {"arch", "encoder", "vs", "verdict", "members", "tta", "recipe", "tuned", "learned"}
+TEXT = {"arch", "encoder", "vs", "verdict", "members", "tta", "recipe", "tuned", "learned", "split", "head_a", "head_b",
+        "head_cut", "fold_head_cuts"}
 BEST = "background-color: #d8f0dc; font-weight: 600"
 NA = "n/a"
 
@@ -150,3 +151,86 @@ def ensembles(frame: pd.DataFrame) -> str:
         "n_images": ("images", "{:.0f}", None),
     }
     return _styled(frame, spec, "ensembles")
+
+
+def _head_rows(frame: pd.DataFrame, order: list[str]) -> pd.DataFrame:
+    """classifier.csv rows in leaderboard order, out-of-fold before holdout; the seed column only with several seeds."""
+    rank = {arch: k for k, arch in enumerate(order)}
+    rows = frame.assign(_rank=frame["arch"].map(rank).fillna(len(rank)), _split=frame["split"] != "oof")
+    rows = rows.sort_values(["_rank", "seed", "_split"], kind="stable").drop(columns=["_rank", "_split"])
+    rows["split"] = rows["split"].map({"oof": "out-of-fold", "holdout": "holdout"}).fillna(rows["split"])
+    return rows if rows["seed"].nunique() > 1 else rows.drop(columns="seed")
+
+
+_HEAD_KEYS: dict[str, tuple[str, Any, str | None]] = {
+    "arch": ("architecture", "{}", None),
+    "seed": ("seed", "{:d}", None),
+    "split": ("images", "{}", None),
+}
+
+
+def head_effect(frame: pd.DataFrame, order: list[str]) -> str:
+    """The TGS score with no image-level empty cut, the peak-probability cut, the head's cut and both."""
+    spec = {
+        **_HEAD_KEYS,
+        "score_no_cut": ("no empty cut", "{:.4f}", None),
+        "score_peak_cut": ("peak-probability cut", "{:.4f}", None),
+        "score_head_cut": ("head's cut", "{:.4f}", None),
+        "score_both_cuts": ("both cuts", "{:.4f}", None),
+        "head_cut": ("head's cut (pooled OOF)", "{}", None),
+        "fold_head_cuts": ("head's cut per fold", "{}", None),
+    }
+    rows = _head_rows(frame, order)
+    rows["fold_head_cuts"] = rows["fold_head_cuts"].fillna("")
+    rows["head_cut"] = ["none" if math.isnan(v) else f"{v:.2f}" for v in rows["head_cut"]]  # NaN: no cut helped
+    return _styled(rows, spec, "head_effect")
+
+
+def head_confusion(frame: pd.DataFrame, order: list[str]) -> str:
+    """The head as a "has salt" classifier at 0.5: confusion counts, accuracy, ROC AUC."""
+    spec = {
+        **_HEAD_KEYS,
+        "n": ("n", "{:d}", None),
+        "tp": ("salt → called salt", "{:d}", None),
+        "fn": ("salt → called empty", "{:d}", None),
+        "fp": ("empty → called salt", "{:d}", None),
+        "tn": ("empty → called empty", "{:d}", None),
+        "accuracy": ("accuracy", "{:.3f}", None),
+        "roc_auc": ("ROC AUC", "{:.3f}", None),
+    }
+    return _styled(_head_rows(frame, order), spec, "head_confusion")
+
+
+def probe(frame: pd.DataFrame, order: list[str]) -> str:
+    """The seed's probe: all-empty, classifier + placeholder, oracle, and what each kind of error costs."""
+    spec = {
+        **_HEAD_KEYS,
+        "all_empty_score": ("all empty", "{:.4f}", None),
+        "probe_score": ("empty except called salt (placeholder)", "{:.4f}", None),
+        "oracle_score": ("same, perfect classifier", "{:.4f}", None),
+        "false_salt": ("false salt", "{:d}", None),
+        "false_salt_cost": ("cost of false salt", "{:.4f}", None),
+        "false_empty": ("false empty", "{:d}", None),
+        "false_empty_cost": ("cost of false empty", "{:.4f}", None),
+    }
+    return _styled(_head_rows(frame, order), spec, "probe")
+
+
+def comparison(frame: pd.DataFrame) -> str:
+    """``salt-bench compare``'s table: B - A per architecture on the same images."""
+    frame = frame.copy()
+    frame["ci"] = [NA if math.isnan(lo) else f"[{lo:+.4f}, {hi:+.4f}]" for lo, hi in zip(frame["ci_lo"], frame["ci_hi"])]
+    spec = {
+        "arch": ("architecture", "{}", None),
+        "split": ("images", "{}", None),
+        "n_images": ("n", "{:d}", None),
+        "head_a": ("A: empty_head", "{}", None),
+        "head_b": ("B: empty_head", "{}", None),
+        "score_a": ("score A", "{:.4f}", None),
+        "score_b": ("score B", "{:.4f}", None),
+        "diff": ("mean difference B − A", _signed, None),
+        "ci": ("95% bootstrap CI", "{}", None),
+        "perm_p": ("sign-flip p", _p, None),
+        "perm_holm": ("p (Holm)", _p, None),
+    }
+    return _styled(frame, spec, "comparison")
