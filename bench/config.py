@@ -126,7 +126,11 @@ class RuntimeConfig:
     beyond numerical precision (recorded in env.json)."""
 
     device: str = field(default="auto", metadata=_range(choices=("auto", "cpu", "cuda")))
-    compile: bool = False
+    # torch.compile of the training forward: false, true or "default", "reduce-overhead" (CUDA graphs on CUDA)
+    compile: bool | str = False
+    # reproducible kernels on CUDA (cuDNN deterministic, no autotuning, deterministic algorithms where torch has
+    # them, a fixed cuBLAS workspace), set by ``bench.runtime.setup``; no effect on CPU results
+    deterministic: bool = True
     threads: int | None = field(default=None, metadata=_range(1))
     # seconds between resume checkpoints of a cell (0: after every epoch); a kill loses at most this much work,
     # and at 60 s writing model + optimizer state stays far below 2% of a cell's time
@@ -135,6 +139,14 @@ class RuntimeConfig:
     validate_every: int = field(default=1, metadata=_range(1, 10000))
     # local worker processes claiming cells: None = auto (4 on a CUDA GPU with >= 40 GB, else 1)
     workers: int | None = field(default=None, metadata=_range(1, 64))
+
+    @property
+    def compile_mode(self) -> str | None:
+        """The ``torch.compile`` mode, or None for eager: true and "default" are one mode."""
+        return None if self.compile is False else "default" if self.compile is True else self.compile
+
+
+COMPILE_MODES = ("default", "reduce-overhead")  # runtime.compile's strings (besides false and true)
 
 
 @dataclass
@@ -396,6 +408,10 @@ def _check_range(value: Any, meta: dict, key: str, source: str) -> None:
 
 def _validate(cfg: Config, source: str) -> None:
     from bench import losses  # local: config must not import torch at module import time
+
+    if isinstance(cfg.runtime.compile, str) and cfg.runtime.compile not in COMPILE_MODES:
+        raise BenchError(f"{source}: runtime.compile: {cfg.runtime.compile!r} is not one of false, true, default, "
+                         "reduce-overhead")
 
     for part in ("first", "then"):
         terms = getattr(cfg.protocol.loss, part)

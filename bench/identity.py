@@ -1,10 +1,11 @@
 """What makes a cell's result what it is, hashed: the per-cell identity.
 
 Besides the shared protocol, a cell's numbers depend on its architecture's model options and training
-recipe, on the device type and arithmetic (bf16 autocast on CUDA, fp32 elsewhere), on the libraries and on
-the project's own code. All of it goes into ``cell_hash``, recorded in ``metrics.json`` and
-``checkpoint.pt``: a checkpoint of another identity is never continued, and a leaderboard over cells of
-different environments is refused unless asked for.
+recipe, on the device type and arithmetic (bf16 autocast on CUDA, fp32 elsewhere; fused AdamW on CUDA), on
+the kernels chosen (``runtime.deterministic``, ``runtime.compile``), on the libraries and on the project's
+own code. All of it goes into ``cell_hash``, recorded in ``metrics.json`` and ``checkpoint.pt``: a
+checkpoint of another identity is never continued, and a leaderboard over cells of different environments
+is refused unless asked for.
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ import torch
 from bench.config import ArchPlan
 
 #: identity keys that describe where and with what a cell ran (not what it is); a leaderboard needs them equal
-ENVIRONMENT_KEYS = ("device_type", "dtype", "torch", "smp", "timm", "code")
+ENVIRONMENT_KEYS = ("device_type", "dtype", "deterministic", "compile", "torch", "smp", "timm", "code")
 
 
 @functools.lru_cache(maxsize=1)
@@ -55,6 +56,7 @@ def cell_identity(plan: ArchPlan, device: torch.device) -> dict[str, Any]:
     return {
         "protocol_hash": plan.protocol_hash, "arch": plan.arch, "model": plan.model,
         "recipe": dataclasses.asdict(plan.recipe), "device_type": device.type, "dtype": dtype(device),
+        "deterministic": plan.runtime.deterministic, "compile": plan.runtime.compile_mode,
         "torch": torch.__version__, "smp": smp.__version__, "timm": timm.__version__, "code": code_version(),
     }
 

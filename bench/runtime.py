@@ -6,6 +6,7 @@ GPU, the CPU profile otherwise" is made in one place.
 from __future__ import annotations
 
 import datetime as dt
+import os
 import platform
 import subprocess
 from pathlib import Path
@@ -31,19 +32,52 @@ def set_threads(runtime: RuntimeConfig) -> None:
         torch.set_num_threads(runtime.threads)
 
 
+def auto_workers(cuda_memory: int | None) -> int:
+    """The default worker count for a CUDA GPU of ``cuda_memory`` bytes (None: no GPU): 4 from 40 GB on (one
+    101 px model cannot fill such a GPU), else 1."""
+    return 4 if cuda_memory is not None and cuda_memory >= 40 * 2**30 else 1
+
+
 def workers(runtime: RuntimeConfig) -> int:
-    """Local worker processes: as configured, else 4 on a CUDA GPU of >= 40 GB (one 101 px model cannot fill
-    it), else 1."""
+    """Local worker processes: as configured, else ``auto_workers`` of the training device."""
     if runtime.workers is not None:
         return runtime.workers
     device = pick_device(runtime)
-    if device.type == "cuda" and torch.cuda.get_device_properties(device).total_memory >= 40 * 2**30:
-        return 4
-    return 1
+    return auto_workers(torch.cuda.get_device_properties(device).total_memory if device.type == "cuda" else None)
+
+
+CUBLAS_WORKSPACE = ":4096:8"  # what cuBLAS needs for reproducible results (CUDA's reproducibility notes)
+
+
+def set_determinism(deterministic: bool) -> None:
+    """Make CUDA kernels reproducible on one GPU type, or let them be fast.
+
+    Deterministic: cuDNN picks deterministic algorithms without autotuning, torch uses the deterministic
+    implementation of every op that has one and warns (once per op) where none exists, and cuBLAS gets a fixed
+    workspace. ``CUBLAS_WORKSPACE_CONFIG`` is read when CUDA starts, so this runs before anything touches the
+    GPU; spawned workers inherit it from the environment and call ``setup`` themselves. Not deterministic:
+    cuDNN autotunes (the training shapes are static). On the CPU these flags change nothing the harness runs.
+    """
+    if deterministic:
+        if "CUBLAS_WORKSPACE_CONFIG" not in os.environ and torch.cuda.is_initialized():
+            print("runtime.deterministic: CUDA started before CUBLAS_WORKSPACE_CONFIG was set; cuBLAS results may "
+                  "not be reproducible in this process")
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
+    torch.backends.cudnn.deterministic = deterministic
+    torch.backends.cudnn.benchmark = not deterministic
+    torch.use_deterministic_algorithms(deterministic, warn_only=True)
+
+
+def determinism() -> dict[str, Any]:
+    """The reproducibility settings in force in this process (``env.json``)."""
+    return {"deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+            "cudnn_deterministic": torch.backends.cudnn.deterministic, "cudnn_benchmark": torch.backends.cudnn.benchmark,
+            "cublas_workspace_config": os.environ.get("CUBLAS_WORKSPACE_CONFIG")}
 
 
 def setup(cfg: Config) -> torch.device:
     """Apply the config's runtime section to this process and return the training device."""
+    set_determinism(cfg.runtime.deterministic)
     device = pick_device(cfg.runtime)
     set_threads(cfg.runtime)
     return device
@@ -91,5 +125,5 @@ def environment(device: torch.device) -> dict[str, Any]:
         "torch": torch.__version__, "smp": smp.__version__, "timm": timm.__version__, "optuna": optuna.__version__,
         "numpy": np.__version__, "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
-        "threads": torch.get_num_threads(), "git_commit": git_commit(),
+        "threads": torch.get_num_threads(), "git_commit": git_commit(), "determinism": determinism(),
     }

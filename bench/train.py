@@ -2,18 +2,18 @@
 
 The whole dataset lives on the device as uint8; a batch is an index gather; augmentation is batched on
 the device from a generator seeded by (seed, fold, epoch). After an epoch, at most every
-``runtime.checkpoint_every`` seconds, a checkpoint is written atomically, so a killed cell resumes at its last
-checkpointed epoch and ends with the same result.
+``runtime.checkpoint_every`` seconds, the cell's state is copied to the host and written atomically by a
+background thread (``bench.checkpoint``), so a killed cell resumes at its last checkpointed epoch and ends with
+the same result, and the loop does not wait for the disk.
 
 ``train_cell`` is a skeleton of phases: resume (``CellState``), ``train_one_epoch``, ``validate``,
 ``finish`` (the final inference) and ``write_artefacts``.
 """
 from __future__ import annotations
 
-import io
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -26,6 +26,8 @@ import architectures
 from bench import atomic, classifier, losses
 from bench import rundir as layout
 from bench.augment import augment, make_generator, stream_seed
+from bench.checkpoint import CheckpointWriter, snapshot
+from bench.checkpoint import to_bytes as _to_bytes
 from bench.config import ArchPlan, ProtocolConfig
 from bench.errors import summary
 from bench.identity import cell_hash, cell_identity
@@ -116,7 +118,9 @@ class Trainer:
         model = architectures.create(cell.arch, in_channels=1, classes=1, **plan.model)
         # channels_last on every device: the fast layout of cuDNN and of oneDNN on CPU (1.25x on the quick profile)
         self.model = model.to(self.device, memory_format=torch.channels_last)
-        self.forward = torch.compile(self.model) if plan.runtime.compile else self.model
+        # torch.compile of the forward (its backward follows): "reduce-overhead" replays it as CUDA graphs on CUDA
+        self.compile_mode = plan.runtime.compile_mode
+        self.forward = torch.compile(self.model, mode=self.compile_mode) if self.compile_mode else self.model
         self.optimizer = _optimizer(self.protocol, self.model)
         self.scheduler = _scheduler(self.protocol, self.optimizer, steps_per_epoch)
         loss = self.protocol.loss
@@ -128,6 +132,8 @@ class Trainer:
         """The training loss of a batch: the segmentation loss on the 101x101 crop, plus the head's weighted BCE."""
         p = self.protocol
         xin = to_network((x - self.data.mean) / self.data.std, p.input).contiguous(memory_format=torch.channels_last)
+        if self.compile_mode == "reduce-overhead":
+            torch.compiler.cudagraph_mark_step_begin()  # a new iteration: the last step's graph outputs are free
         with autocast(self.device):
             logits, head_logits = split_outputs(self.forward(xin))
         logits = from_network(logits.float(), p.input, self.size)
@@ -160,12 +166,6 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
 
 
-def _to_bytes(obj: Any) -> bytes:
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    return buf.getvalue()
-
-
 def _cpu_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 
@@ -196,10 +196,11 @@ class Split:
 
 @dataclass
 class CellState:
-    """Everything a killed cell needs to continue where it stopped; saved in ``checkpoint.pt`` after each epoch.
+    """Everything a killed cell needs to continue where it stopped; saved in ``checkpoint.pt`` between epochs.
 
     ``kept`` holds, for ``checkpoint: crossfit``, the best epoch so far by the score of each validation half
-    (``a``, ``b``) and of the whole fold (``all``, the weights ``model.pt`` keeps for the holdout ensemble).
+    (``a``, ``b``) and of the whole fold (``all``, the weights ``model.pt`` keeps for the holdout ensemble),
+    as copies on the training device: only a checkpoint's snapshot moves them to the host.
     """
 
     epoch: int = 0  # the next epoch to train
@@ -212,7 +213,9 @@ class CellState:
     diverged: bool = False
 
     def to_checkpoint(self, cell_hash: str, trainer: Trainer) -> dict[str, Any]:
-        return {"cell_hash": cell_hash, "trainer": trainer.state(), "cell": asdict(self)}
+        """A host copy of the cell's and the trainer's state: training may go on while it is written."""
+        cell = {f.name: getattr(self, f.name) for f in fields(self)}
+        return snapshot({"cell_hash": cell_hash, "trainer": trainer.state(), "cell": cell})
 
     @classmethod
     def resume(cls, path: Path, cell_hash: str, trainer: Trainer) -> CellState:
@@ -279,7 +282,8 @@ def validates(plan: ArchPlan, epoch: int) -> bool:
 
 def _keep(state: CellState, key: str, score: float, epoch: int, model: torch.nn.Module) -> None:
     if score > state.kept.get(key, {"score": -1.0})["score"]:
-        state.kept[key] = {"score": score, "epoch": epoch, "state": _cpu_state(model)}
+        weights = {k: v.detach().clone() for k, v in model.state_dict().items()}  # on the device
+        state.kept[key] = {"score": score, "epoch": epoch, "state": weights}
 
 
 def _epoch(trainer: Trainer, data: DeviceData, split: Split, cell: Cell, state: CellState, epoch: int,
@@ -370,7 +374,7 @@ def finish(trainer: Trainer, data: DeviceData, split: Split, state: CellState) -
     n_a, n_b = int(split.half_a.sum()), int((~split.half_a).sum())
     val_score = (n_a * rows[eb]["val_score_a"] + n_b * rows[ea]["val_score_b"]) / max(n_a + n_b, 1)
     kept = {"half_a_by": eb, "half_b_by": ea, "model_pt": state.kept["all"]["epoch"]}
-    return Final("ok", tta, plain, head, head_plain, parts["a"][4], kept, val_score, state.kept["all"]["state"])
+    return Final("ok", tta, plain, head, head_plain, parts["a"][4], kept, val_score, snapshot(state.kept["all"]["state"]))
 
 
 def cell_metrics(plan: ArchPlan, cell: Cell, trainer: Trainer, split: Split, state: CellState, final: Final,
@@ -443,20 +447,22 @@ def train_cell(
     t_cell = last_checkpoint = time.perf_counter()
     bar = tqdm(total=plan.protocol.epochs, initial=state.epoch, desc=f"{cell.arch} {cell.name}", unit="ep",
                leave=False, disable=not progress)
-    while state.epoch < plan.protocol.epochs and not state.stopped:
-        epoch = state.epoch
-        _epoch(trainer, data, split, cell, state, epoch, on_batch)
-        if state.epoch == epoch:  # the epoch did not finish (non-finite loss)
-            break
-        row = state.history[-1]
-        bar.update()
-        bar.set_postfix(loss=f"{row['train_loss']:.3f}", val=f"{row['val_score']:.3f}")
-        if on_epoch is not None and not math.isnan(row["val_score"]):
-            on_epoch(epoch, row["val_score"])
-        due = time.perf_counter() - last_checkpoint >= plan.runtime.checkpoint_every
-        if due and state.epoch < plan.protocol.epochs:  # after the last epoch the artefacts follow at once
-            atomic.write_bytes(ckpt_path, _to_bytes(state.to_checkpoint(chash, trainer)))
-            last_checkpoint = time.perf_counter()
+    with CheckpointWriter(ckpt_path) as writer:  # joined before the artefacts, and on any exception
+        while state.epoch < plan.protocol.epochs and not state.stopped:
+            epoch = state.epoch
+            _epoch(trainer, data, split, cell, state, epoch, on_batch)
+            if state.epoch == epoch:  # the epoch did not finish (non-finite loss)
+                break
+            row = state.history[-1]
+            bar.update()
+            bar.set_postfix(loss=f"{row['train_loss']:.3f}", val=f"{row['val_score']:.3f}")
+            if on_epoch is not None and not math.isnan(row["val_score"]):
+                on_epoch(epoch, row["val_score"])
+            writer.check()
+            due = time.perf_counter() - last_checkpoint >= plan.runtime.checkpoint_every
+            if due and state.epoch < plan.protocol.epochs:  # after the last epoch the artefacts follow at once
+                writer.submit(state.to_checkpoint(chash, trainer))
+                last_checkpoint = time.perf_counter()
     bar.close()
 
     final = finish(trainer, data, split, state)

@@ -1,0 +1,133 @@
+"""The runtime section: ``runtime.deterministic`` sets the CUDA reproducibility flags in this process and in spawned
+workers, is recorded in env.json and the cell identity, and changes nothing on the CPU; ``runtime.compile`` takes
+false, true/"default" or "reduce-overhead" and refuses anything else in one line."""
+from __future__ import annotations
+
+import multiprocessing
+import os
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import pytest
+import torch
+
+from bench import config, runtime
+from bench import rundir as layout
+from bench.data import folds, tgs
+from bench.errors import BenchError
+from bench.identity import cell_hash, cell_identity
+from bench.rundir import Cell
+from bench.train import DeviceData, Trainer, train_cell
+from tests.conftest import tiny_overrides
+
+QUICK = config.CONFIG_DIR / "quick.yaml"
+
+
+@pytest.fixture
+def restore_flags(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Leave the process-wide flags and the environment as the test found them."""
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    saved = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+             torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
+    yield
+    torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = saved[2], saved[3]
+
+
+def _cfg(*overrides: str) -> config.Config:
+    return config.load([QUICK], ["runtime.device=cpu", *overrides])
+
+
+def test_setup_sets_the_flags_both_ways_and_env_json_records_them(restore_flags: None) -> None:
+    device = runtime.setup(_cfg("runtime.deterministic=true"))
+    assert torch.are_deterministic_algorithms_enabled() and torch.is_deterministic_algorithms_warn_only_enabled()
+    assert torch.backends.cudnn.deterministic and not torch.backends.cudnn.benchmark
+    assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == runtime.CUBLAS_WORKSPACE
+    assert runtime.environment(device)["determinism"] == {
+        "deterministic_algorithms": True, "cudnn_deterministic": True, "cudnn_benchmark": False,
+        "cublas_workspace_config": runtime.CUBLAS_WORKSPACE}
+    runtime.setup(_cfg("runtime.deterministic=false"))
+    assert not torch.are_deterministic_algorithms_enabled()
+    assert not torch.backends.cudnn.deterministic and torch.backends.cudnn.benchmark
+    assert runtime.environment(device)["determinism"]["deterministic_algorithms"] is False
+
+
+def _flags_in_a_spawned_worker(cfg_dict: dict[str, Any], queue: Any) -> None:
+    """What a local worker sees after the setup its body runs (``bench.executors._train_claimed``)."""
+    runtime.setup(config.from_dict(cfg_dict))
+    queue.put(runtime.determinism())
+
+
+def test_a_spawned_worker_gets_the_flags(restore_flags: None) -> None:
+    cfg = _cfg("runtime.deterministic=true")
+    runtime.setup(cfg)  # the parent, as `salt-bench run` does before it starts its workers
+    ctx = multiprocessing.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_flags_in_a_spawned_worker, args=(cfg.to_dict(), queue))
+    proc.start()
+    flags = queue.get(timeout=120)
+    proc.join(timeout=60)
+    assert proc.exitcode == 0
+    assert flags == {"deterministic_algorithms": True, "cudnn_deterministic": True, "cudnn_benchmark": False,
+                     "cublas_workspace_config": runtime.CUBLAS_WORKSPACE}
+
+
+def test_deterministic_and_compile_are_in_the_cell_identity() -> None:
+    device = torch.device("cpu")
+    ident = cell_identity(_cfg().plan("unet"), device)
+    assert ident["deterministic"] is True and ident["compile"] is None
+    hashes = {cell_hash(cell_identity(_cfg(*o).plan("unet"), device)) for o in
+              ([], ["runtime.deterministic=false"], ["runtime.compile=default"], ["runtime.compile=reduce-overhead"])}
+    assert len(hashes) == 4
+    same = [cell_hash(cell_identity(_cfg(f"runtime.compile={v}").plan("unet"), device)) for v in ("true", "default")]
+    assert same[0] == same[1]  # one mode, two spellings
+
+
+@pytest.mark.parametrize("value,mode", [("false", None), ("true", "default"), ("default", "default"),
+                                        ("reduce-overhead", "reduce-overhead")])
+def test_compile_modes(value: str, mode: str | None) -> None:
+    assert _cfg(f"runtime.compile={value}").runtime.compile_mode == mode
+
+
+@pytest.mark.parametrize("value", ["max-autotune", "1", "[default]"])
+def test_a_bad_compile_mode_is_one_line(value: str) -> None:
+    with pytest.raises(BenchError) as err:
+        _cfg(f"runtime.compile={value}")
+    assert "runtime.compile" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_the_flags_change_nothing_on_the_cpu(tiny_dataset: Path, tmp_path: Path, restore_flags: None) -> None:
+    """The same cell with and without the deterministic flags: bit-identical weights and history on the CPU."""
+    data = tgs.load(tiny_dataset)
+    device_data = DeviceData.from_arrays(data.ids, data.images, data.masks, torch.device("cpu"))
+    assignment = folds.make_folds(data.masks, k=2, seed=0)
+    outputs = []
+    for deterministic in (True, False):
+        cfg = config.load([QUICK], tiny_overrides(tiny_dataset, **{"runtime.deterministic": deterministic}))
+        runtime.set_determinism(deterministic)
+        out = tmp_path / str(deterministic)
+        train_cell(cfg.plan("unet"), Cell("unet", 0, 0), device_data, assignment, out, progress=False)
+        outputs.append([(out / name).read_bytes() for name in (layout.MODEL, layout.HISTORY)])
+    assert outputs[0] == outputs[1]
+
+
+@pytest.mark.parametrize("value,mode", [("false", None), ("default", "default"), ("reduce-overhead", "reduce-overhead")])
+def test_the_trainer_compiles_its_forward_in_the_configured_mode(value: str, mode: str | None,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Plumbing only (inductor takes minutes on this CPU): torch.compile gets the mode, and reduce-overhead marks
+    each step as a new CUDA graph iteration."""
+    compiled, marks = [], []
+    monkeypatch.setattr(torch, "compile", lambda model, mode=None: compiled.append(mode) or model)
+    monkeypatch.setattr(torch.compiler, "cudagraph_mark_step_begin", lambda: marks.append(1))
+    cfg = config.load([QUICK], ["runtime.device=cpu", "protocol.model.encoder=tu-test_resnet", "protocol.input.size=64",
+                                "protocol.input.mode=resize", "protocol.batch_size=2", f"runtime.compile={value}"])
+    rng = np.random.default_rng(0)
+    data = DeviceData.from_arrays(["a", "b"], rng.integers(0, 256, (2, 101, 101), dtype=np.uint8),
+                                  rng.random((2, 101, 101)) < 0.5, torch.device("cpu"))
+    trainer = Trainer(cfg.plan("unet"), Cell("unet", 0, 0), data, steps_per_epoch=1)
+    x, y = data.images.float() / 255, data.masks.float()
+    for _ in range(2):
+        assert torch.isfinite(trainer.step(x, y, 0))
+    assert compiled == ([] if mode is None else [mode])
+    assert len(marks) == (2 if mode == "reduce-overhead" else 0)
