@@ -146,7 +146,8 @@ def _session_processes(sid: int) -> list[int]:
 @needs_ray
 def test_ray_ctrl_c_cancels_and_the_run_resumes(tiny_dataset: Path, tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
-    args = [a for o in tiny_overrides(tiny_dataset) for a in ("--set", o)]
+    # enough epochs that the run is still training when the first checkpoint (written in the background) appears
+    args = [a for o in tiny_overrides(tiny_dataset, **{"protocol.epochs": 8}) for a in ("--set", o)]
     args += ["--config", str(QUICK), "--out", str(run_dir), "--archs", "unet", "--no-report"]
     proc = subprocess.Popen([*CLI, "run", *args, "--executor", "ray"], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)

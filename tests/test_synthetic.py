@@ -258,9 +258,9 @@ def test_data_style_is_a_validated_config_key_with_its_own_cache_folder(monkeypa
     default, hard = config.load([quick]), config.load([quick], ["data.style=hard"])
     assert (default.data.style, hard.data.style) == ("default", "hard")
     assert config.protocol_hash(default) != config.protocol_hash(hard)
-    # 600 development + 1000 holdout images are generated; the default style's folder name has no suffix
-    assert source.synthetic_dir(default.data) == tmp_path / "synthetic-n1600-t200-s0"
-    assert source.synthetic_dir(hard.data) == tmp_path / "synthetic-n1600-t200-s0-hard"
+    # 480 development + 500 holdout images are generated; the default style's folder name has no suffix
+    assert source.synthetic_dir(default.data) == tmp_path / "synthetic-n980-t200-s0"
+    assert source.synthetic_dir(hard.data) == tmp_path / "synthetic-n980-t200-s0-hard"
     with pytest.raises(BenchError, match="data.style: 'easy' is not one of default, hard"):
         config.load([quick], ["data.style=easy"])
     (style_field,) = [f for f in dataclasses.fields(config.DataConfig) if f.name == "style"]
