@@ -149,8 +149,11 @@ def test_ray_ctrl_c_cancels_and_the_run_resumes(tiny_dataset: Path, tmp_path: Pa
     # enough epochs that the run is still training when the first checkpoint (written in the background) appears
     args = [a for o in tiny_overrides(tiny_dataset, **{"protocol.epochs": 8}) for a in ("--set", o)]
     args += ["--config", str(QUICK), "--out", str(run_dir), "--archs", "unet", "--no-report"]
+    # SIGINT as a terminal delivers it: a disposition of SIG_IGN inherited from this test process (something earlier
+    # in the suite may leave it so) would make the run ignore Ctrl-C, which is not what is tested here
     proc = subprocess.Popen([*CLI, "run", *args, "--executor", "ray"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+                            stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.time() + 300
         while not any(run_dir.glob("cells/*/*/checkpoint.pt")) and proc.poll() is None and time.time() < deadline:
