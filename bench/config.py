@@ -120,6 +120,9 @@ class ProtocolConfig:
     empty_head: EmptyHeadConfig | None = None
 
 
+PRECISIONS = ("auto", "float32", "bfloat16")  # runtime.precision
+
+
 @dataclass
 class RuntimeConfig:
     """How to run, not what to run: excluded from the protocol hash because it does not change results
@@ -132,6 +135,9 @@ class RuntimeConfig:
     # them, a fixed cuBLAS workspace), set by ``bench.runtime.setup``; no effect on CPU results
     deterministic: bool = True
     threads: int | None = field(default=None, metadata=_range(1))
+    # the arithmetic of training and prediction: auto = bfloat16 autocast on CUDA, float32 on the CPU; bfloat16
+    # on a CPU is used only where the CPU has native bf16 (``bench.runtime.set_precision``)
+    precision: str = field(default="auto", metadata=_range(choices=PRECISIONS))
     # seconds between resume checkpoints of a cell (0: after every epoch); a kill loses at most this much work,
     # and at 60 s writing model + optimizer state stays far below 2% of a cell's time
     checkpoint_every: float = field(default=60.0, metadata=_range(0, 86400))

@@ -1,7 +1,7 @@
 """What makes a cell's result what it is, hashed: the per-cell identity.
 
 Besides the shared protocol, a cell's numbers depend on its architecture's model options and training
-recipe, on the device type and arithmetic (bf16 autocast on CUDA, fp32 elsewhere; fused AdamW on CUDA), on
+recipe, on the device type and arithmetic (``runtime.precision``; fused AdamW on CUDA), on
 the kernels chosen (``runtime.deterministic``, ``runtime.compile``), on the libraries and on the project's
 own code. All of it goes into ``cell_hash``, recorded in ``metrics.json`` and ``checkpoint.pt``: a
 checkpoint of another identity is never continued, and a leaderboard over cells of different environments
@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from bench.config import ArchPlan
+from bench.inference import arithmetic
 
 #: identity keys that describe where and with what a cell ran (not what it is); a leaderboard needs them equal
 ENVIRONMENT_KEYS = ("device_type", "dtype", "deterministic", "compile", "torch", "smp", "timm", "code")
@@ -46,7 +47,7 @@ def code_version() -> str:
 
 def dtype(device: torch.device) -> str:
     """The training arithmetic on ``device`` (``bench.inference.autocast``)."""
-    return "bfloat16" if device.type == "cuda" else "float32"
+    return arithmetic(device)
 
 
 def cell_identity(plan: ArchPlan, device: torch.device) -> dict[str, Any]:

@@ -15,11 +15,23 @@ import torch.nn.functional as F
 
 from bench.config import InputConfig
 
+#: the arithmetic per device type, as ``bench.runtime.set_precision`` applied ``runtime.precision`` in this process
+_ARITHMETIC = {"cuda": "bfloat16", "cpu": "float32"}
+
+
+def set_arithmetic(device_type: str, dtype: str) -> None:
+    _ARITHMETIC[device_type] = dtype
+
+
+def arithmetic(device: torch.device) -> str:
+    """The dtype training and prediction compute in on ``device``: "bfloat16" (autocast) or "float32"."""
+    return _ARITHMETIC.get(device.type, "float32")
+
 
 def autocast(device: torch.device) -> contextlib.AbstractContextManager:
-    """bf16 autocast on CUDA; plain fp32 elsewhere (the only device-dependent choice in the harness)."""
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
+    """bf16 autocast where ``arithmetic`` says so (CUDA by default), plain fp32 otherwise."""
+    if arithmetic(device) == "bfloat16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 
@@ -116,19 +128,3 @@ def predict_outputs(
     elapsed = time.perf_counter() - start
     model.train(was_training)
     return Outputs(out, head_out, images.shape[0] / max(elapsed, 1e-9))
-
-
-def predict_probs(
-    model: torch.nn.Module,
-    images: torch.Tensor,
-    cfg: InputConfig,
-    mean: float,
-    std: float,
-    *,
-    batch_size: int = 64,
-    tta: bool = True,
-) -> tuple[torch.Tensor, float]:
-    """Mask probabilities (N,101,101 float32 on the images' device) and the images/s: ``predict_outputs`` for
-    the callers that score masks only (validation), so a model with the head validates like one without."""
-    out = predict_outputs(model, images, cfg, mean, std, batch_size=batch_size, tta=tta)
-    return out.masks, out.images_per_s

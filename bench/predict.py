@@ -33,7 +33,7 @@ from bench.train import DeviceData, load_model
 
 ENSEMBLE_COLUMNS = ["members", "tta", "threshold", "min_area", "empty_max_prob", "score_raw", "score_post",
                     "score_crossfit", "n_images"]
-_CHUNK = 1024  # test images per predict_probs call: the progress bar's step
+_CHUNK = 1024  # test images per predict_outputs call: the progress bar's step
 _BATCH = 128
 
 

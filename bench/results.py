@@ -346,9 +346,12 @@ def current(run_dir: Path | RunDir) -> tuple[pd.DataFrame, pd.DataFrame]:
     return aggregate(run)
 
 
-def all_empty_baseline(run_dir: Path | RunDir) -> float:
-    """The TGS score of predicting every mask empty on the development set: the floor any learned model must clear."""
-    return float(all_empty_scores(RunDir(run_dir).load_data()["masks"]).mean())
+def ranked_baseline(manifest: dict[str, Any]) -> float | None:
+    """The TGS score of predicting every mask empty on the images the ranking score is computed on (the holdout
+    when there is one): the floor any learned model must clear. None before the run is aggregated."""
+    if not manifest:
+        return None
+    return manifest.get("all_empty_holdout" if manifest.get("score_source") == "holdout" else "all_empty_oof")
 
 
 def format_leaderboard(board: pd.DataFrame, manifest: dict[str, Any] | None = None) -> str:
@@ -366,8 +369,7 @@ def format_leaderboard(board: pd.DataFrame, manifest: dict[str, Any] | None = No
                  f"on {manifest['n_ranked_images']} images, {manifest['n_seeds']} seed(s)")
         if manifest.get("n_seeds") == 1:
             text += "; one seed: training noise is unmeasured, leads it cannot separate from it are 'unresolved'"
-        empty = manifest.get("all_empty_holdout") if source == "holdout" else manifest.get("all_empty_oof")
-        text += f"\nall-empty baseline (predict no salt anywhere) on those images: {empty:.4f}"
+        text += f"\nall-empty baseline (predict no salt anywhere) on those images: {ranked_baseline(manifest):.4f}"
         if manifest.get("mixed_environments"):
             text += "\nwarning: cells ran in different environments (--allow-mixed): " + "; ".join(
                 json.dumps(e, sort_keys=True) for e in manifest["environments"])

@@ -113,7 +113,10 @@ def run(cfg: Config, run_dir: Path | RunDir, *, archs: list[str] | None = None, 
           f"{len(pending)} to train on {device or executor}")
     if pending:
         EXECUTORS[executor](pending, cfg, run, progress=progress, **(executor_options or {}))
-    holdout.predict(run, cfg, runtime.pick_device(cfg.runtime) if device is None else device, progress=progress)
+    if device is None:  # the driver predicts the holdout in the arithmetic the cells trained in
+        device = runtime.pick_device(cfg.runtime)
+        runtime.set_precision(cfg.runtime, device)
+    holdout.predict(run, cfg, device, progress=progress)
     board, _ = results.aggregate(run, allow_mixed=allow_mixed)
     return board
 

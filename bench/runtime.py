@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from bench import inference
 from bench.config import CONFIG_DIR, Config, RuntimeConfig
 from bench.errors import BenchError
 
@@ -75,11 +76,33 @@ def determinism() -> dict[str, Any]:
             "cublas_workspace_config": os.environ.get("CUBLAS_WORKSPACE_CONFIG")}
 
 
+def native_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (avx512_bf16 or AMX): elsewhere CPU bf16 is emulated, and slower."""
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def set_precision(runtime: RuntimeConfig, device: torch.device) -> str:
+    """Apply ``runtime.precision`` on ``device`` in this process (``bench.inference.autocast``) and return the dtype.
+
+    bfloat16 on a CPU without native bf16 would train several times slower, not faster: float32 is used there,
+    said in one line, and the cell identity records which one ran.
+    """
+    dtype = runtime.precision
+    if dtype == "auto":
+        dtype = "bfloat16" if device.type == "cuda" else "float32"
+    elif dtype == "bfloat16" and device.type == "cpu" and not native_bf16():
+        print("runtime.precision: this CPU has no native bf16 (avx512_bf16/AMX): training in float32 instead")
+        dtype = "float32"
+    inference.set_arithmetic(device.type, dtype)
+    return dtype
+
+
 def setup(cfg: Config) -> torch.device:
     """Apply the config's runtime section to this process and return the training device."""
     set_determinism(cfg.runtime.deterministic)
     device = pick_device(cfg.runtime)
     set_threads(cfg.runtime)
+    set_precision(cfg.runtime, device)
     return device
 
 
@@ -125,5 +148,6 @@ def environment(device: torch.device) -> dict[str, Any]:
         "torch": torch.__version__, "smp": smp.__version__, "timm": timm.__version__, "optuna": optuna.__version__,
         "numpy": np.__version__, "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
-        "threads": torch.get_num_threads(), "git_commit": git_commit(), "determinism": determinism(),
+        "threads": torch.get_num_threads(), "precision": inference.arithmetic(device), "git_commit": git_commit(),
+        "determinism": determinism(),
     }

@@ -31,7 +31,7 @@ from bench.checkpoint import to_bytes as _to_bytes
 from bench.config import ArchPlan, ProtocolConfig
 from bench.errors import summary
 from bench.identity import cell_hash, cell_identity
-from bench.inference import autocast, from_network, predict_outputs, predict_probs, quantise, split_outputs, to_network
+from bench.inference import autocast, from_network, predict_outputs, quantise, split_outputs, to_network
 from bench.metrics import iou, tgs_precision
 from bench.rundir import Cell
 
@@ -266,7 +266,7 @@ def train_one_epoch(trainer: Trainer, data: DeviceData, split: Split, cell: Cell
 
 def validate(trainer: Trainer, data: DeviceData, split: Split) -> tuple[np.ndarray, float]:
     """Per-image TGS scores and the mean IoU of the fold's validation images at threshold 0.5, no TTA."""
-    probs, _ = predict_probs(trainer.model, split.val_images, trainer.protocol.input, data.mean, data.std, tta=False)
+    probs = predict_outputs(trainer.model, split.val_images, trainer.protocol.input, data.mean, data.std, tta=False).masks
     pred = (probs > 0.5).cpu().numpy()
     return tgs_precision(split.val_truth, pred), float(iou(split.val_truth, pred).mean())
 

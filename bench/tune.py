@@ -244,14 +244,16 @@ class Outcome:
 def tune_arch(cfg: Config, arch: str, space: Space, *, run_dir: Path, data: DeviceData, assignment: np.ndarray,
               folds: list[int] | None, n_trials: int | None, timeout: float | None, storage: str | None = None,
               study_name: str | None = None, config_paths: list[str] | None = None, overrides: list[str] | None = None,
-              progress: bool = False) -> Outcome:
-    """Create or resume the study of ``arch`` and add ``n_trials`` trials (or run for ``timeout`` seconds)."""
+              progress: bool = False, store: optuna.storages.BaseStorage | None = None) -> Outcome:
+    """Create or resume the study of ``arch`` and add ``n_trials`` trials (or run for ``timeout`` seconds).
+
+    ``store`` is ``storage`` already opened (``open_storage``), so that several studies share one connection."""
     study_name = study_name or f"tune-{arch}"
     tuning = RunDir(run_dir).tuning_dir
     tuning.mkdir(parents=True, exist_ok=True)
     url = storage or f"sqlite:///{(tuning / f'{study_name}.db').resolve()}"
     cells = runner.grid(cfg, [arch], folds)
-    store = open_storage(url, space)
+    store = store or open_storage(url, space)
     try:
         before = [t.state for t in optuna.load_study(study_name=study_name, storage=store).get_trials(deepcopy=False)]
     except KeyError:  # a new study
@@ -345,8 +347,7 @@ def tune(config_paths: list[str] | None, overrides: list[str], *, archs: list[st
     folds = [0] if folds is None else folds
     space = load_space(_space_path(space_path), cfg, archs)
     runner.grid(cfg, archs, folds)  # check --folds before any work
-    if storage:
-        open_storage(storage, space)  # a bad --storage fails before the run directory or the data is touched
+    store = open_storage(storage, space) if storage else None  # a bad one fails before the run directory is made
     run = RunDir(out or runtime.default_run_dir(cfg))
     device = runtime.setup(cfg)
     raw = runner.load_data(cfg, run)  # the development set only: tuning never sees the holdout
@@ -361,7 +362,7 @@ def tune(config_paths: list[str] | None, overrides: list[str], *, archs: list[st
         name = f"{study}-{arch}" if study and every else study
         o = tune_arch(cfg, arch, space, run_dir=run.path, data=data, assignment=assignment, folds=folds,
                       n_trials=n_trials, timeout=timeout, storage=storage, study_name=name,
-                      config_paths=paths, overrides=overrides, progress=sys.stderr.isatty())
+                      config_paths=paths, overrides=overrides, progress=sys.stderr.isatty(), store=store)
         print(format_outcome(o) + "\n", flush=True)
         outcomes.append(o)
     if len(outcomes) > 1:

@@ -41,6 +41,9 @@ RECIPES: dict[str, list[str]] = {
     "lr5e-4": ["protocol.optimizer.lr=5.0e-4"],
     "bs4": ["protocol.batch_size=4"],
     "noaug": ["protocol.augment.shift_scale=0", "protocol.augment.color=0"],
+    "dice1": ["protocol.loss.first.dice=1.0"],
+    "bf16-30ep": ["protocol.epochs=30", "protocol.loss.switch_epoch=30"],
+    "fp32-30ep": ["protocol.epochs=30", "protocol.loss.switch_epoch=30", "runtime.precision=float32"],
 }
 DEFAULT_VARIANTS = "1:default,2:default,3:default,1:hard,2:hard,3:hard"
 

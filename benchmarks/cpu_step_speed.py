@@ -1,10 +1,11 @@
 """Where do the CPU profile's minutes go? Training images/s of the harness step per architecture, per candidate.
 
-A candidate is a set of ``--set`` overrides on configs/quick.yaml (encoder, batch size, input size, ...). Each
-is timed with the real ``Trainer.step`` on one augmented batch stream, on the threads this process has
-(``--threads``, default 1: the quick profile runs single-threaded workers), median of the repeats after a
-warm-up. The table prints img/s per architecture and the time one cell's training epochs would take at the
-quick profile's images per fold, so candidates can be compared at equal minutes.
+A candidate is a set of ``--set`` overrides on configs/quick.yaml (encoder, batch size, input size, precision,
+compile, ...). Each is timed with the real ``Trainer.step`` on one augmented batch stream, on the threads this
+process has (``--threads``, default 1: the quick profile runs single-threaded workers), in the arithmetic its
+``runtime.precision`` gives on this CPU, median of the repeats after a warm-up epoch. The table prints img/s per
+architecture, the time one epoch of every architecture would take at the quick profile's images per fold (so
+candidates can be compared at equal minutes), and the warm-up epochs' total (where ``torch.compile`` pays).
 
     python benchmarks/cpu_step_speed.py [--candidate NAME=KEY=VALUE;KEY=VALUE ...] [--threads 1] [--steps 8]
 """
@@ -18,13 +19,14 @@ import numpy as np
 import torch
 
 import architectures
-from bench import config
+from bench import config, runtime
 from bench.rundir import Cell
 from bench.train import DeviceData, Trainer, batch_stream
 
 #: candidates measured when none is given: the shipped profile, then one change each
 DEFAULT_CANDIDATES = {
     "quick": [],
+    "float32": ["runtime.precision=float32"],
     "batch16": ["protocol.batch_size=16"],
     "batch32": ["protocol.batch_size=32"],
     "size96": ["protocol.input.size=96"],
@@ -38,9 +40,11 @@ def parse_candidate(text: str) -> tuple[str, list[str]]:
     return name, [s for s in sets.split(";") if s]
 
 
-def time_candidate(overrides: list[str], arch: str, steps: int, repeats: int) -> float:
-    """Training images/s of ``Trainer.step`` (gather + augment included) for one architecture."""
-    cfg = config.load([config.CONFIG_DIR / "quick.yaml"], overrides)
+def time_candidate(overrides: list[str], arch: str, steps: int, repeats: int) -> tuple[float, float]:
+    """Training images/s of ``Trainer.step`` (gather + augment included) for one architecture, and the seconds
+    of its warm-up epoch."""
+    cfg = config.load([config.CONFIG_DIR / "quick.yaml"], ["runtime.device=cpu", *overrides])
+    runtime.set_precision(cfg.runtime, torch.device("cpu"))
     plan = cfg.plan(arch)
     bs = plan.protocol.batch_size
     rng = np.random.default_rng(0)
@@ -57,8 +61,8 @@ def time_candidate(overrides: list[str], arch: str, steps: int, repeats: int) ->
             trainer.step(x, y, 0)
         return time.perf_counter() - t0
 
-    epoch(0)
-    return n / statistics.median(epoch(e + 1) for e in range(repeats))
+    warm_up = epoch(0)
+    return n / statistics.median(epoch(e + 1) for e in range(repeats)), warm_up
 
 
 def main() -> None:
@@ -69,18 +73,20 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--steps", type=int, default=8, help="steps per timed epoch")
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--images", type=int, default=300, help="training images per fold, to turn img/s into s/epoch")
+    ap.add_argument("--images", type=int, default=240, help="training images per fold, to turn img/s into s/epoch")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     candidates = dict(map(parse_candidate, args.candidate)) if args.candidate else DEFAULT_CANDIDATES
     archs = args.archs.split(",")
     print(f"CPU, {torch.get_num_threads()} thread(s), median of {args.repeats} x {args.steps} steps after a warm-up")
-    print(f"{'candidate':<16} " + " ".join(f"{a:>13}" for a in archs) + f" {'s/epoch all':>12}")
+    print(f"{'candidate':<16} " + " ".join(f"{a:>13}" for a in archs) + f" {'s/epoch all':>12} {'warm-up s':>10}")
     for name, overrides in candidates.items():
-        ips = [time_candidate(overrides, a, args.steps, args.repeats) for a in archs]
-        per_epoch = sum(args.images / v for v in ips)
-        print(f"{name:<16} " + " ".join(f"{v:>13.0f}" for v in ips) + f" {per_epoch:>12.1f}", flush=True)
-    print(f"img/s per architecture; s/epoch all = one epoch of every architecture at {args.images} training images")
+        timed = [time_candidate(overrides, a, args.steps, args.repeats) for a in archs]
+        per_epoch = sum(args.images / ips for ips, _ in timed)
+        print(f"{name:<16} " + " ".join(f"{ips:>13.0f}" for ips, _ in timed)
+              + f" {per_epoch:>12.1f} {sum(w for _, w in timed):>10.1f}", flush=True)
+    print(f"img/s per architecture; s/epoch all = one epoch of every architecture at {args.images} training images; "
+          f"warm-up s = the first epochs' total ({args.steps} steps each)")
 
 
 if __name__ == "__main__":

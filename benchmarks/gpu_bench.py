@@ -16,7 +16,7 @@ process on the same random data:
 
 Per architecture: the checkpoint's two costs, the snapshot ``CellState.to_checkpoint`` (the host copy the loop
 waits for) and the write the background thread does (serialise, atomic write to a temporary directory), and
-its size; ``validate`` time per image (``predict_probs`` without TTA, plus its metrics) and ``finish`` time per
+its size; ``validate`` time per image (``predict_outputs`` without TTA, plus its metrics) and ``finish`` time per
 image (the out-of-fold prediction: flip TTA and plain). Then the grid's wall-time estimate (``estimate``),
 ``runtime.compile`` modes (``compile_check``) and the determinism check (``determinism_check``).
 
@@ -58,7 +58,7 @@ import architectures
 from bench import atomic, checkpoint, config, losses, runtime
 from bench.config import ArchPlan, Config, ProtocolConfig
 from bench.identity import cell_hash, cell_identity
-from bench.inference import autocast, from_network, predict_probs, split_outputs, to_network
+from bench.inference import autocast, from_network, predict_outputs, split_outputs, to_network
 from bench.rundir import Cell
 from bench.train import CellState, DeviceData, Split, Trainer, batch_stream, finish, train_one_epoch, validate, validates
 
@@ -439,7 +439,7 @@ class OpCounts:
     fused_optimizer_ops: int  # the fused AdamW step CUDA runs instead
     convolutions: int  # forward convolutions per step: under bf16 autocast each casts its weight, and back
     infer_flops_per_img: float  # one forward in eval mode, no TTA
-    predict_ops: dict[str, int]  # aten ops per ``predict_probs`` batch: "plain", "tta"
+    predict_ops: dict[str, int]  # aten ops per ``predict_outputs`` batch: "plain", "tta"
     state_mb: float  # model + optimizer state: what a checkpoint snapshot copies to the host
 
     def cuda_step_ops(self, stage: str) -> int:
@@ -481,7 +481,7 @@ def _fused_adamw_ops(model: torch.nn.Module, p: ProtocolConfig) -> int:
 
 def count_ops(cfg: Config, arch: str, data: DeviceData) -> OpCounts:
     """Count one harness step per loss stage (after one uncounted step: AdamW creates its state on its first)
-    and one ``predict_probs`` batch with and without TTA, on the CPU at batch ``COUNT_BATCH``."""
+    and one ``predict_outputs`` batch with and without TTA, on the CPU at batch ``COUNT_BATCH``."""
     plan = cfg.plan(arch)
     p = plan.protocol
     cell = Cell(arch, 0, p.seeds[0])
@@ -496,8 +496,8 @@ def count_ops(cfg: Config, arch: str, data: DeviceData) -> OpCounts:
     predict_ops, infer_flops = {}, 0.0
     images = data.images[: p.batch_size]
     for kind in ("plain", "tta"):
-        counter, kind_flops = _counted(lambda t=kind == "tta": predict_probs(trainer.model, images, p.input, data.mean,
-                                                                              data.std, tta=t))
+        counter, kind_flops = _counted(lambda t=kind == "tta": predict_outputs(trainer.model, images, p.input, data.mean,
+                                                                                data.std, tta=t))
         predict_ops[kind] = counter.total
         infer_flops = kind_flops if kind == "plain" else infer_flops
     state_bytes = sum(t.numel() * t.element_size() for t in _tensors(trainer.state()))
@@ -599,7 +599,7 @@ def op_estimate(cfg: Config, counts: list[OpCounts], workers: int) -> tuple[list
 
 
 SCENARIOS = ("low", "mid", "high")
-PREDICT_BATCH = 64  # ``predict_probs``'s batch
+PREDICT_BATCH = 64  # ``predict_outputs``'s batch
 
 
 def _fmt(value: Any, digits: int = 1) -> str:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -25,6 +26,18 @@ def _few_threads() -> None:
     except ImportError:
         return
     torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True)
+def _default_arithmetic() -> Iterator[None]:
+    """``runtime.setup`` sets the process's arithmetic from the config it is given (``runtime.precision``); each
+    test starts from the defaults, whatever an earlier test in this process set up."""
+    from bench import inference
+
+    saved = dict(inference._ARITHMETIC)
+    yield
+    inference._ARITHMETIC.clear()
+    inference._ARITHMETIC.update(saved)
 
 
 @pytest.fixture(scope="session")

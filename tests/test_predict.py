@@ -21,7 +21,7 @@ from bench import cli, config, postprocess, predict, runner
 from bench.atomic import read_json, write_npz
 from bench.data import tgs
 from bench.data.rle import rle_decode
-from bench.inference import predict_probs
+from bench.inference import predict_outputs
 from bench.metrics import best_threshold, tgs_score
 from bench.postprocess import Decision
 from bench.rundir import RunDir
@@ -74,8 +74,8 @@ def _in_memory_levels(run_dir: Path, data_dir: Path, members: list[str], tta: st
     for arch in members:
         cells = [run_dir / "cells" / arch / f"fold{f}-seed{s}"
                  for s in cfg.protocol.seeds for f in range(cfg.protocol.folds)]
-        probs = [predict_probs(load_model(c, torch.device("cpu")), images, cfg.protocol.input, stats.mean, stats.std,
-                               tta=tta == "flip")[0] for c in cells]
+        probs = [predict_outputs(load_model(c, torch.device("cpu")), images, cfg.protocol.input, stats.mean, stats.std,
+                                 tta=tta == "flip").masks for c in cells]
         per_member.append(torch.stack(probs).mean(0))
     return (torch.stack(per_member).mean(0).clamp(0, 1) * 255).round().to(torch.uint8).numpy()
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from bench import config, runtime
+from bench import config, inference, runtime
 from bench import rundir as layout
 from bench.data import folds, tgs
 from bench.errors import BenchError
@@ -131,3 +131,46 @@ def test_the_trainer_compiles_its_forward_in_the_configured_mode(value: str, mod
         assert torch.isfinite(trainer.step(x, y, 0))
     assert compiled == ([] if mode is None else [mode])
     assert len(marks) == (2 if mode == "reduce-overhead" else 0)
+
+
+@pytest.mark.parametrize("precision,native,expected", [("auto", True, "float32"), ("float32", True, "float32"),
+                                                       ("bfloat16", True, "bfloat16"), ("bfloat16", False, "float32")])
+def test_precision_sets_the_arithmetic_the_identity_and_env_json(precision: str, native: bool, expected: str,
+                                                                 monkeypatch: pytest.MonkeyPatch,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """bfloat16 on the CPU only where it is native; whatever runs is what the cell identity and env.json say."""
+    monkeypatch.setattr(runtime, "native_bf16", lambda: native)
+    cfg = _cfg(f"runtime.precision={precision}")
+    device = runtime.setup(cfg)
+    assert inference.arithmetic(device) == expected
+    assert cell_identity(cfg.plan("unet"), device)["dtype"] == expected
+    assert runtime.environment(device)["precision"] == expected
+    said = capsys.readouterr().out
+    assert ("no native bf16" in said) == (precision == "bfloat16" and not native)
+
+
+def test_bfloat16_autocasts_the_training_step_and_changes_the_cell_hash(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The convolutions of a step run in bf16 under ``runtime.precision=bfloat16``, in fp32 otherwise, and the two
+    are different cells (a leaderboard never mixes them silently)."""
+    monkeypatch.setattr(runtime, "native_bf16", lambda: True)
+    rng = np.random.default_rng(0)
+    data = DeviceData.from_arrays(["a", "b"], rng.integers(0, 256, (2, 101, 101), dtype=np.uint8),
+                                  rng.random((2, 101, 101)) < 0.5, torch.device("cpu"))
+    x, y = data.images.float() / 255, data.masks.float()
+    seen, hashes = {}, set()
+    for precision in ("float32", "bfloat16"):
+        cfg = config.load([QUICK], ["runtime.device=cpu", "protocol.batch_size=2", f"runtime.precision={precision}"])
+        device = runtime.setup(cfg)
+        trainer = Trainer(cfg.plan("unet"), Cell("unet", 0, 0), data, steps_per_epoch=1)
+        conv = next(m for m in trainer.model.modules() if isinstance(m, torch.nn.Conv2d))
+        conv.register_forward_hook(lambda _m, _i, out, p=precision: seen.update({p: out.dtype}) and None)
+        assert torch.isfinite(trainer.step(x, y, 0))
+        hashes.add(cell_hash(cell_identity(cfg.plan("unet"), device)))
+    assert seen == {"float32": torch.float32, "bfloat16": torch.bfloat16}
+    assert len(hashes) == 2
+
+
+def test_a_bad_precision_is_one_line() -> None:
+    with pytest.raises(BenchError) as err:
+        _cfg("runtime.precision=fp16")
+    assert "runtime.precision" in str(err.value) and "\n" not in str(err.value)

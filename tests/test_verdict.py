@@ -140,9 +140,9 @@ def test_validation_every_sixth_epoch_and_the_last_unless_selection_needs_them_a
     from bench.train import validates
 
     plan = config.load([QUICK]).plan("unet")
-    assert plan.runtime.validate_every == 6 and plan.protocol.epochs == 30
-    assert [e for e in range(30) if validates(plan, e)] == [5, 11, 17, 23, 29]
+    assert plan.runtime.validate_every == 6 and plan.protocol.epochs == 36
+    assert [e for e in range(36) if validates(plan, e)] == [5, 11, 17, 23, 29, 35]
     crossfit = config.load([QUICK], ["protocol.checkpoint=crossfit"]).plan("unet")
-    assert all(validates(crossfit, e) for e in range(30))
+    assert all(validates(crossfit, e) for e in range(36))
     last = config.load([QUICK], ["runtime.validate_every=5", "protocol.epochs=7"]).plan("unet")
     assert [e for e in range(7) if validates(last, e)] == [4, 6]

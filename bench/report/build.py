@@ -17,6 +17,8 @@ from bench.report import gallery, plots, tables, tuning
 from bench.report.load import RunData, load_run
 from bench.rundir import RunDir
 
+#: the y label of a plot of the leaderboard's ``score``, by its ``score_source``
+SCORE_LABEL = {"holdout": "locked-holdout TGS score", "oof": "cross-fitted OOF TGS score"}
 SECTIONS = [
     ("header", "Run"), ("leaderboard", "Leaderboard"), ("significance", "Significance"), ("folds", "Per fold"),
     ("curves", "Learning curves"), ("coverage", "Coverage & empty images"), ("pareto", "Cost vs score"),
@@ -54,7 +56,7 @@ def _summary(run: RunData) -> dict[str, Any]:
         "winner_learned": str(best["learned"]) == "True", "n_images": run.manifest.get("n_ranked_images"),
         "n_seeds": run.manifest.get("n_seeds"), "not_learned": list(board.loc[board["learned"].astype(str) != "True", "arch"]),
         "recipes": sorted(set(board["recipe"].astype(str))), "runner_up": None,
-        "baseline": run.manifest.get("all_empty_holdout" if best["score_source"] == "holdout" else "all_empty_oof"),
+        "baseline": run.baseline,
     }
     others = learned[learned["arch"] != best["arch"]]
     if len(others):
@@ -71,7 +73,7 @@ def _figures(run: RunData, order: list[str]) -> dict[str, str | None]:
         "folds": plots.fold_plot(run.oof_images, order, colours),
         "curves": plots.curves_plot(run.history, order, colours, run.switch_epoch) if not run.history.empty else None,
         "coverage": plots.coverage_heatmap(run.board, counts),
-        "pareto": plots.pareto_plot(run.board, colours, run.baseline),
+        "pareto": plots.pareto_plot(run.board, colours, run.baseline, SCORE_LABEL[str(run.board["score_source"].iloc[0])]),
     }
 
 

@@ -162,7 +162,7 @@ def load_run(run_dir: Path | RunDir) -> RunData:
         data.classifier = _read_csv(run.classifier_file, {"arch": str, "split": str, "fold_head_cuts": str})
         data.comparisons = [(path.stem, _read_csv(path, {"arch": str, "split": str, "seeds": str}))
                             for path in sorted(run.compare_dir.glob("*.csv"))]
+    data.baseline = results.ranked_baseline(data.manifest)
     if run.data_file.is_file():
-        data.baseline = results.all_empty_baseline(run)
         data.test_train_ratio = fold_ratio(run.load_data()["folds"])
     return data

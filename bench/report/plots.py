@@ -116,8 +116,8 @@ def _front(x: np.ndarray, y: np.ndarray, higher_x_better: bool) -> np.ndarray:
     return np.array(keep, dtype=int)
 
 
-def pareto_plot(board: pd.DataFrame, colours: Palette, baseline: float | None) -> str:
-    """Score vs size and score vs inference speed; the dashed line joins the Pareto-optimal architectures."""
+def pareto_plot(board: pd.DataFrame, colours: Palette, baseline: float | None, score_label: str) -> str:
+    """Ranking score vs size and vs inference speed; the dashed line joins the Pareto-optimal architectures."""
     panels = (("params", 1e-6, "parameters (millions, log)", False),
               ("infer_images_per_s", 1.0, "inference images/s (log)", True))
     with plt.rc_context(_RC):
@@ -137,7 +137,7 @@ def pareto_plot(board: pd.DataFrame, colours: Palette, baseline: float | None) -
                 ax.set_xscale("log")
                 ax.xaxis.set_major_formatter(_PLAIN)
                 ax.xaxis.set_minor_formatter(_PLAIN_MINOR)
-            ax.set(xlabel=label, ylabel="pooled OOF TGS score", title=f"score vs {label.split(' (')[0]}")
+            ax.set(xlabel=label, ylabel=score_label, title=f"score vs {label.split(' (')[0]}")
             ax.margins(x=0.25, y=0.15)
             if ax.get_legend_handles_labels()[0]:
                 ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, fontsize=8, frameon=False)
