@@ -122,12 +122,13 @@ def pareto_plot(board: pd.DataFrame, colours: Palette, baseline: float | None, s
               ("infer_images_per_s", 1.0, "inference images/s (log)", True))
     with plt.rc_context(_RC):
         fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+        labels = []
         for ax, (column, scale, label, higher_better) in zip(axes, panels):
             sub = board[["arch", column, "score"]].dropna()
             x, y = sub[column].to_numpy(float) * scale, sub["score"].to_numpy(float)
-            for k, (arch, xi, yi) in enumerate(zip(sub["arch"], x, y)):
+            for arch, xi, yi in zip(sub["arch"], x, y):
                 ax.scatter([xi], [yi], s=70, color=colours.get(arch), edgecolor="black", linewidth=0.6, zorder=3)
-                ax.annotate(arch, (xi, yi), textcoords="offset points", xytext=(6, 6 if k % 2 == 0 else -13), fontsize=9)
+            labels.append((ax, list(sub["arch"]), x, y))
             front = _front(x, y, higher_better)
             if len(front) > 1:
                 ax.plot(x[front], y[front], "--", color="grey", linewidth=1, zorder=2, label="Pareto front")
@@ -142,7 +143,27 @@ def pareto_plot(board: pd.DataFrame, colours: Palette, baseline: float | None, s
             if ax.get_legend_handles_labels()[0]:
                 ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, fontsize=8, frameon=False)
         fig.tight_layout()
+        for ax, names, x, y in labels:  # placed once the layout is final: overlaps are measured on the canvas
+            _label_points(ax, names, x, y)
         return png_uri(fig)
+
+
+_LABEL_OFFSETS = ((6, 6), (6, -13), (-6, 6), (-6, -13))  # points: right above, right below, left above, left below
+
+
+def _label_points(ax: plt.Axes, names: list[str], x: np.ndarray, y: np.ndarray) -> None:
+    """Name each point beside it, at the first offset whose text overlaps no name placed before (top point first)."""
+    renderer = ax.figure.canvas.get_renderer()
+    placed: list[Any] = []
+    for i in np.argsort(-y, kind="stable"):
+        for j, (dx, dy) in enumerate(_LABEL_OFFSETS):
+            text = ax.annotate(names[i], (x[i], y[i]), textcoords="offset points", xytext=(dx, dy), fontsize=9,
+                               ha="left" if dx > 0 else "right")
+            box = text.get_window_extent(renderer)
+            if j == len(_LABEL_OFFSETS) - 1 or not any(box.overlaps(b) for b in placed):
+                break
+            text.remove()
+        placed.append(box)
 
 
 def roc_plot(per_image: pd.DataFrame, order: list[str], colours: Palette) -> str:
