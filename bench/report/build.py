@@ -27,6 +27,7 @@ SECTIONS = [
 HEAD_SECTION = ("head", "Empty-vs-salt head")  # after "coverage", in runs with protocol.empty_head only
 ENV_KEYS = [("device", "device"), ("device_name", "device name"), ("torch", "torch"), ("smp", "segmentation-models-pytorch"),
             ("timm", "timm"), ("optuna", "optuna"), ("numpy", "numpy"), ("python", "python"), ("threads", "CPU threads"),
+            ("precision", "arithmetic"),
             ("git_commit", "git commit"), ("platform", "platform")]
 
 
