@@ -9,7 +9,7 @@ each architecture's margin (ranking score - baseline; the goal is >= 0.05) and i
     python benchmarks/cpu_profile.py [--recipes quick,...] [--variants 1:default,1:hard,...] [--archs unet,...]
                                      [--set KEY=VALUE ...] [--work DIR] [--csv FILE]
 
-A full run is about 8 minutes per recipe and variant on 2 idle cores; ``--set protocol.epochs=1`` is a smoke test,
+A full run is about 5 minutes per recipe and variant on 2 idle cores; ``--set protocol.epochs=1`` is a smoke test,
 ``--set runtime.threads=1`` keeps it to one core. The subprocess runs this checkout's code (``python -m bench.cli``).
 """
 from __future__ import annotations
