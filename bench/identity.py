@@ -45,18 +45,13 @@ def code_version() -> str:
     return head.stdout.strip()[:12] + ("+dirty" if status is not None and status.stdout.strip() else "")
 
 
-def dtype(device: torch.device) -> str:
-    """The training arithmetic on ``device`` (``bench.inference.autocast``)."""
-    return arithmetic(device)
-
-
 def cell_identity(plan: ArchPlan, device: torch.device) -> dict[str, Any]:
     import segmentation_models_pytorch as smp
     import timm
 
     return {
         "protocol_hash": plan.protocol_hash, "arch": plan.arch, "model": plan.model,
-        "recipe": dataclasses.asdict(plan.recipe), "device_type": device.type, "dtype": dtype(device),
+        "recipe": dataclasses.asdict(plan.recipe), "device_type": device.type, "dtype": arithmetic(device),
         "deterministic": plan.runtime.deterministic, "compile": plan.runtime.compile_mode,
         "torch": torch.__version__, "smp": smp.__version__, "timm": timm.__version__, "code": code_version(),
     }

@@ -15,12 +15,14 @@ import torch.nn.functional as F
 
 from bench.config import InputConfig
 
+#: what ``runtime.precision: auto`` means per device type (float32 on any other)
+AUTO_ARITHMETIC = {"cuda": "bfloat16", "cpu": "float32"}
 #: the arithmetic per device type, as ``bench.runtime.set_precision`` applied ``runtime.precision`` in this process
-_ARITHMETIC = {"cuda": "bfloat16", "cpu": "float32"}
+_ARITHMETIC = dict(AUTO_ARITHMETIC)
 
 
 def set_arithmetic(device_type: str, dtype: str) -> None:
-    _ARITHMETIC[device_type] = dtype
+    _ARITHMETIC[device_type] = AUTO_ARITHMETIC.get(device_type, "float32") if dtype == "auto" else dtype
 
 
 def arithmetic(device: torch.device) -> str:

@@ -88,13 +88,11 @@ def set_precision(runtime: RuntimeConfig, device: torch.device) -> str:
     said in one line, and the cell identity records which one ran.
     """
     dtype = runtime.precision
-    if dtype == "auto":
-        dtype = "bfloat16" if device.type == "cuda" else "float32"
-    elif dtype == "bfloat16" and device.type == "cpu" and not native_bf16():
+    if dtype == "bfloat16" and device.type == "cpu" and not native_bf16():
         print("runtime.precision: this CPU has no native bf16 (avx512_bf16/AMX): training in float32 instead")
         dtype = "float32"
     inference.set_arithmetic(device.type, dtype)
-    return dtype
+    return inference.arithmetic(device)
 
 
 def setup(cfg: Config) -> torch.device:

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from bench import results
 from bench.data import synthetic, tgs
 from bench.errors import BenchError
 
@@ -109,7 +110,7 @@ def board_rows(run_dir: Path, recipe: str, variant: Variant, wall_s: float) -> l
     images its ranking score is computed on (the holdout when the run has one, else the development set)."""
     board = pd.read_csv(run_dir / "leaderboard.csv")
     summary = json.loads((run_dir / "aggregate.json").read_text())
-    baseline = summary["all_empty_holdout"] if summary["score_source"] == "holdout" else summary["all_empty_oof"]
+    baseline = results.ranked_baseline(summary)
     rows = []
     for _, r in board.iterrows():
         rows.append({"recipe": recipe, "variant": variant.name, "arch": r["arch"], "baseline": baseline,

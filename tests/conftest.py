@@ -31,13 +31,12 @@ def _few_threads() -> None:
 @pytest.fixture(autouse=True)
 def _default_arithmetic() -> Iterator[None]:
     """``runtime.setup`` sets the process's arithmetic from the config it is given (``runtime.precision``); each
-    test starts from the defaults, whatever an earlier test in this process set up."""
+    test starts from ``auto``, whatever an earlier test in this process set up."""
     from bench import inference
 
-    saved = dict(inference._ARITHMETIC)
     yield
-    inference._ARITHMETIC.clear()
-    inference._ARITHMETIC.update(saved)
+    for device_type in inference.AUTO_ARITHMETIC:
+        inference.set_arithmetic(device_type, "auto")
 
 
 @pytest.fixture(scope="session")
