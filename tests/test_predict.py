@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from bench import cli, config, postprocess, predict, runner
+from bench import cli, config, postprocess, predict, runner, runtime
 from bench.atomic import read_json, write_npz
 from bench.data import tgs
 from bench.data.rle import rle_decode
@@ -65,8 +65,10 @@ def _hidden_masks(data_dir: Path, ids: list[str]) -> np.ndarray:
 
 
 def _in_memory_levels(run_dir: Path, data_dir: Path, members: list[str], tta: str) -> np.ndarray:
-    """The test probability levels recomputed here from the cells' models, step by step."""
+    """The test probability levels recomputed here from the cells' models, step by step, in the run's arithmetic
+    (``runtime.precision``), as ``salt-bench predict`` applies it."""
     cfg = RunDir(run_dir).config()
+    runtime.set_precision(cfg.runtime, torch.device("cpu"))
     data = RunDir(run_dir).load_data()
     stats = DeviceData.from_arrays(data["ids"], data["images"], data["masks"], torch.device("cpu"))
     images = torch.from_numpy(tgs.load(data_dir).test_images()).unsqueeze(1)
