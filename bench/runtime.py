@@ -125,6 +125,18 @@ def default_run_dir(cfg: Config) -> Path:
     return Path("runs") / cfg.name
 
 
+def cpu_name(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
+    """The CPU model, which decides CPU kernels and so bf16 results (``platform.processor()`` is empty on Linux)."""
+    try:
+        for line in cpuinfo.read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and value.strip():
+                return value.strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "cpu"
+
+
 def git_commit() -> str | None:
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
@@ -145,7 +157,7 @@ def environment(device: torch.device) -> dict[str, Any]:
         "python": platform.python_version(), "platform": platform.platform(),
         "torch": torch.__version__, "smp": smp.__version__, "timm": timm.__version__, "optuna": optuna.__version__,
         "numpy": np.__version__, "device": str(device),
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name(),
         "threads": torch.get_num_threads(), "precision": inference.arithmetic(device), "git_commit": git_commit(),
         "determinism": determinism(),
     }

@@ -53,6 +53,15 @@ def test_setup_sets_the_flags_both_ways_and_env_json_records_them(restore_flags:
     assert runtime.environment(device)["determinism"]["deterministic_algorithms"] is False
 
 
+def test_env_json_names_the_cpu_model(tmp_path: Path) -> None:
+    """bf16 results differ between CPU models, so a CPU run says which model it ran on."""
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 9B14\nflags\t\t: avx512_bf16\n")
+    assert runtime.cpu_name(info) == "AMD EPYC 9B14"
+    assert runtime.cpu_name(tmp_path / "missing") not in ("", None)
+    assert runtime.environment(torch.device("cpu"))["device_name"] == runtime.cpu_name()
+
+
 def _flags_in_a_spawned_worker(cfg_dict: dict[str, Any], queue: Any) -> None:
     """What a local worker sees after the setup its body runs (``bench.executors._train_claimed``)."""
     runtime.setup(config.from_dict(cfg_dict))
