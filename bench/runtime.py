@@ -125,6 +125,11 @@ def default_run_dir(cfg: Config) -> Path:
     return Path("runs") / cfg.name
 
 
+def device_name(device: torch.device) -> str:
+    """The GPU's or the CPU's model name: results in reduced precision differ between models, so runs name theirs."""
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
+
+
 def cpu_name(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
     """The CPU model, which decides CPU kernels and so bf16 results (``platform.processor()`` is empty on Linux)."""
     try:
@@ -157,7 +162,7 @@ def environment(device: torch.device) -> dict[str, Any]:
         "python": platform.python_version(), "platform": platform.platform(),
         "torch": torch.__version__, "smp": smp.__version__, "timm": timm.__version__, "optuna": optuna.__version__,
         "numpy": np.__version__, "device": str(device),
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name(),
+        "device_name": device_name(device),
         "threads": torch.get_num_threads(), "precision": inference.arithmetic(device), "git_commit": git_commit(),
         "determinism": determinism(),
     }

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 import architectures
-from bench import atomic, classifier, losses
+from bench import atomic, classifier, losses, runtime
 from bench import rundir as layout
 from bench.augment import augment, make_generator, stream_seed
 from bench.checkpoint import CheckpointWriter, snapshot
@@ -397,7 +397,7 @@ def cell_metrics(plan: ArchPlan, cell: Cell, trainer: Trainer, split: Split, sta
         "train_images_per_s": state.train_images / max(state.train_time, 1e-9),
         "infer_images_per_s": final.infer_images_per_s,
         "peak_mem_mb": torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None,
-        "device": str(device), "dtype": identity["dtype"],
+        "device": str(device), "device_name": runtime.device_name(device), "dtype": identity["dtype"],
         "n_train": len(split.train_idx), "n_val": len(split.val_idx), "wall_s": wall_s, **head,
     }
 

@@ -38,9 +38,11 @@ def test_cpu_profile_margins_are_over_the_ranked_images_all_empty_score(tmp_path
         assert row["baseline"] == pytest.approx(summary["all_empty_holdout"])
         assert row["margin"] == pytest.approx(board["score"].iloc[0] - summary["all_empty_holdout"])
         assert row["oof_margin"] == pytest.approx(board["oof_score"].iloc[0] - summary["all_empty_oof"])
-    dtypes = {r: json.loads(next((tmp_path / "runs" / f"{r}-s2-hard" / "cells" / "unet").glob("*/metrics.json"))
-                            .read_text())["dtype"] for r in ("quick", "fp32-30ep")}
-    assert dtypes == {"quick": "bfloat16" if runtime.native_bf16() else "float32", "fp32-30ep": "float32"}
+    metrics = {r: json.loads(next((tmp_path / "runs" / f"{r}-s2-hard" / "cells" / "unet").glob("*/metrics.json"))
+                             .read_text()) for r in ("quick", "fp32-30ep")}
+    assert {r: m["dtype"] for r, m in metrics.items()} == {
+        "quick": "bfloat16" if runtime.native_bf16() else "float32", "fp32-30ep": "float32"}
+    assert {m["device_name"] for m in metrics.values()} == {runtime.cpu_name()}  # each cell names its CPU (Ray too)
     assert "margins below the goal of 0.05" in done.stdout and "cross-fitted OOF margin" in done.stdout
 
 
