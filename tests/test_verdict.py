@@ -136,13 +136,13 @@ def test_leaderboard_leads_with_the_columns_outside_tools_read(tiny_dataset: Pat
             assert row.verdict.startswith("did not learn")
 
 
-def test_validation_every_sixth_epoch_and_the_last_unless_selection_needs_them_all() -> None:
+def test_validation_every_tenth_epoch_and_the_last_unless_selection_needs_them_all() -> None:
     from bench.train import validates
 
     plan = config.load([QUICK]).plan("unet")
-    assert plan.runtime.validate_every == 6 and plan.protocol.epochs == 36
-    assert [e for e in range(36) if validates(plan, e)] == [5, 11, 17, 23, 29, 35]
+    assert plan.runtime.validate_every == 10 and plan.protocol.epochs == 40
+    assert [e for e in range(40) if validates(plan, e)] == [9, 19, 29, 39]
     crossfit = config.load([QUICK], ["protocol.checkpoint=crossfit"]).plan("unet")
-    assert all(validates(crossfit, e) for e in range(36))
+    assert all(validates(crossfit, e) for e in range(40))
     last = config.load([QUICK], ["runtime.validate_every=5", "protocol.epochs=7"]).plan("unet")
     assert [e for e in range(7) if validates(last, e)] == [4, 6]
