@@ -11,7 +11,8 @@ each architecture's margin (ranking score - baseline; the goal is >= 0.05) and i
 
 A full run is about 5 minutes per recipe and variant on 2 idle cores; ``--set protocol.epochs=1`` is a smoke test,
 ``--set runtime.threads=1`` keeps it to one core, ``--set "protocol.seeds=[1]"`` trains on another seed (a margin near
-the goal moves with the training seed: screen a recipe on several). The subprocess runs this checkout's code (``python -m bench.cli``).
+the goal moves with the training seed: screen a recipe on several). The subprocess runs this checkout's code
+(``python -m bench.cli``).
 """
 from __future__ import annotations
 
