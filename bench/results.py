@@ -6,6 +6,7 @@ leaderboard can be rebuilt at any time, also from a partial run.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import zipfile
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from bench.data.folds import N_CLASSES, coverage_class
 from bench.errors import BenchError, one_line
 from bench.identity import ENVIRONMENT_KEYS
 from bench.metrics import all_empty_scores, best_threshold, binarise, dice, iou, tgs_precision
-from bench.rundir import OOF, Cell, RunDir
+from bench.rundir import OOF, Cell, HoldoutPrediction, RunDir
 
 
 def _pooled(run: RunDir, arch: str, seed: int, cells: pd.DataFrame, index: dict[str, int]) -> dict[str, np.ndarray]:
@@ -46,15 +47,18 @@ def _pooled(run: RunDir, arch: str, seed: int, cells: pd.DataFrame, index: dict[
 
 @dataclass
 class _Group:
-    """One (architecture, seed): its pooled OOF and, when present, its holdout prediction, scored."""
+    """One (architecture, seed): its pooled OOF and, when present, its models' and fold ensemble's holdout
+    predictions, scored."""
 
     arch: str
     seed: int
     row: dict[str, Any]
-    oof: pd.DataFrame  # per image: id, fold, score, empty_pred
-    holdout: pd.DataFrame | None
+    oof: pd.DataFrame  # per image: id, fold, score, empty_pred, ...
+    holdout: pd.DataFrame | None  # per model (fold) and image; None unless every fold model predicted it
+    ensemble: pd.DataFrame | None  # the fold ensemble per image
     probs: np.ndarray
     rows: np.ndarray
+    hashes: dict[str, str]  # "arch/fold<k>-seed<s>" -> the cell hash the tables were built from
     classifier: list[dict[str, Any]]  # classifier.csv rows (OOF, holdout) of a run with the head; [] without
 
 
@@ -69,6 +73,22 @@ def _cross_fitted(probs: np.ndarray, truth: np.ndarray, folds: np.ndarray) -> tu
     return pred, chosen
 
 
+def _image_frame(ids: np.ndarray, fold: int | np.ndarray, truth: np.ndarray, pred: np.ndarray,
+                 classes: np.ndarray) -> pd.DataFrame:
+    """The per-image rows of one prediction: score, IoU, coverage class and the empty flags."""
+    return pd.DataFrame({"id": ids, "fold": fold, "score": tgs_precision(truth, pred), "iou": iou(truth, pred),
+                         "coverage_class": classes, "empty_truth": ~truth.any(axis=(1, 2)),
+                         "empty_pred": ~pred.any(axis=(1, 2))})
+
+
+def _holdout_prediction(path: Path, held: dict, hashes: list[str]) -> HoldoutPrediction | None:
+    """The prediction at ``path`` when it was made by exactly the models ``hashes`` on the holdout's images."""
+    found = HoldoutPrediction.read(path)
+    if found is None or list(found.cell_hashes) != hashes or list(found.ids) != list(held["ids"]):
+        return None
+    return found
+
+
 def _score_group(run: RunDir, arch: str, seed: int, group: pd.DataFrame, data: dict, index: dict[str, int],
                  classes: np.ndarray, held: dict | None) -> _Group:
     pooled = _pooled(run, arch, seed, group, index)
@@ -76,20 +96,27 @@ def _score_group(run: RunDir, arch: str, seed: int, group: pd.DataFrame, data: d
     truth, folds = data["masks"][rows], data["folds"][rows]
     pred, thresholds = _cross_fitted(pooled["probs"], truth, folds)
     pred_plain, _ = _cross_fitted(pooled["probs_no_tta"], truth, folds)
-    scores = tgs_precision(truth, pred)
     head = pooled.get("head")
-    # chosen on this group's pooled OOF: applied to the holdout; its own OOF score is shown, never ranked
+    # chosen on this group's pooled OOF: applied to every holdout prediction of this (arch, seed), never scored here
     decision = postprocess.decide(pooled["probs"], truth, head_probs=head)
-    per_fold = pd.Series(scores).groupby(folds).mean()
+    # the holdout models' single-model pipeline, cross-fitted: each fold decided on the other folds
+    crossfit = np.unique(folds).size > 1
+    single = postprocess.cross_fitted(pooled["probs"], truth, folds, head_probs=head, thresholds=thresholds)[0] \
+        if crossfit else tgs_precision(truth, pred)
+    scores = tgs_precision(truth, pred)
+    per_fold = pd.Series(single).groupby(folds).mean()
     empty_truth, empty_pred = ~truth.any(axis=(1, 2)), ~pred.any(axis=(1, 2))
     cls = classes[rows]
+    ordered = group.sort_values("fold")
+    hashes = {f"{arch}/fold{int(f)}-seed{seed}": str(h) for f, h in zip(ordered["fold"], ordered["cell_hash"])}
     row = {
         "arch": arch, "seed": seed, "encoder": group["encoder"].iloc[0], "recipe": group["recipe"].iloc[0],
         "tuned": group["tuned"].iloc[0] or "", "params": int(group["params"].iloc[0]), "gmacs": group["macs"].iloc[0] / 1e9,
         "train_images_per_s": group["train_images_per_s"].mean(), "infer_images_per_s": group["infer_images_per_s"].mean(),
         "peak_mem_mb": group["peak_mem_mb"].max() if group["peak_mem_mb"].notna().any() else np.nan,
-        "oof_score": scores.mean(), "oof_score_no_tta": tgs_precision(truth, pred_plain).mean(),
-        "oof_score_pooled_threshold": decision.score_raw, "threshold": decision.threshold,
+        "oof_score": float(single.mean()), "oof_score_threshold_only": scores.mean(),
+        "oof_score_no_tta": tgs_precision(truth, pred_plain).mean(),
+        "oof_score_pooled_threshold": decision.score_raw, "threshold": f"{decision.threshold:.2f}",
         "fold_thresholds": " ".join(f"{thresholds[f]:.2f}" for f in sorted(thresholds)),
         "fold_mean": per_fold.mean(), "fold_std": per_fold.std(ddof=1) if len(per_fold) > 1 else np.nan,
         "iou": iou(truth, pred).mean(), "dice": dice(truth, pred).mean(),
@@ -98,37 +125,49 @@ def _score_group(run: RunDir, arch: str, seed: int, group: pd.DataFrame, data: d
         "empty_fp": int((~empty_truth & empty_pred).sum()), "empty_tn": int((~empty_truth & ~empty_pred).sum()),
         "checkpoint": group["checkpoint"].iloc[0], "folds_done": len(group),
         "diverged": int((group["status"] != "ok").sum()), "n_images": len(rows),
-        "holdout_score": np.nan, "holdout_n": 0, "min_area": 0, "empty_max_prob": np.nan,
+        "holdout_score": np.nan, "holdout_n": 0, "ensemble_score": np.nan, "postprocess_gain": np.nan,
+        "min_area": str(decision.min_area),
+        "empty_max_prob": "off" if decision.empty_max_prob is None else f"{decision.empty_max_prob:.2f}",
     }
     for c in range(N_CLASSES):
         row[f"cov_{c}"] = scores[cls == c].mean() if (cls == c).any() else np.nan
     oof = pd.DataFrame({"id": data["ids"][rows], "fold": folds, "score": scores, "iou": iou(truth, pred),
                         "coverage_class": cls, "empty_truth": empty_truth, "empty_pred": empty_pred})
     if head is not None:
-        row["head_cut"] = np.nan
+        row["head_cut"] = "off" if decision.head_cut is None else f"{decision.head_cut:.2f}"
         oof["head_prob"] = head
-    holdout, held_probs = None, None
-    path = run.holdout_probs_file(arch, seed)
-    if held is not None and path.is_file() and len(held["ids"]):
-        with np.load(path, allow_pickle=False) as z:
-            if list(z["ids"]) == list(held["ids"]):
-                held_probs = {k: z[k] for k in ("probs", "head_probs") if k in z.files}
-    if held_probs is not None:
-        hpred = postprocess.apply(held_probs["probs"], decision, held_probs.get("head_probs"))
-        hscores = tgs_precision(held["masks"], hpred)
-        row.update(holdout_score=hscores.mean(), holdout_n=len(hscores),
-                   min_area=decision.min_area, empty_max_prob=decision.empty_max_prob)
-        holdout = pd.DataFrame({"id": held["ids"], "fold": -1, "score": hscores, "iou": iou(held["masks"], hpred),
-                                "coverage_class": coverage_class(held["masks"]),
-                                "empty_truth": ~held["masks"].any(axis=(1, 2)), "empty_pred": ~hpred.any(axis=(1, 2))})
-        if head is not None:
-            row["head_cut"] = np.nan if decision.head_cut is None else decision.head_cut
-            holdout["head_prob"] = held_probs["head_probs"]
+    holdout = ensemble = None
+    held_probs = None
+    if held is not None and len(held["ids"]) and (group["status"] == "ok").all():
+        held_classes = coverage_class(held["masks"])
+        frames, plain = [], []
+        for fold, cell_hash in zip(ordered["fold"], ordered["cell_hash"]):
+            found = _holdout_prediction(run.holdout_model_file(Cell(arch, int(fold), seed)), held, [str(cell_hash)])
+            if found is None:
+                frames = []
+                break
+            hpred = postprocess.apply(found.probs, decision, found.head_probs)
+            frame = _image_frame(held["ids"], int(fold), held["masks"], hpred, held_classes)
+            if head is not None:
+                frame["head_prob"] = found.head_probs
+            frames.append(frame)
+            plain.append(tgs_precision(held["masks"], binarise(found.probs, decision.threshold)).mean())
+        ens = _holdout_prediction(run.holdout_probs_file(arch, seed), held, list(hashes.values()))
+        if frames and ens is not None:
+            holdout = pd.concat(frames, ignore_index=True)
+            held_probs = {"probs": ens.probs, "head_probs": ens.head_probs}
+            epred = postprocess.apply(ens.probs, decision, ens.head_probs)
+            ensemble = _image_frame(held["ids"], -1, held["masks"], epred, held_classes)
+            if head is not None:
+                ensemble["head_prob"] = ens.head_probs
+            row.update(holdout_score=holdout["score"].mean(), holdout_n=len(held["ids"]),
+                       ensemble_score=ensemble["score"].mean(),
+                       postprocess_gain=holdout["score"].mean() - float(np.mean(plain)))
     records = []
     if head is not None:
         held_split = None if held_probs is None else (held_probs["probs"], held_probs["head_probs"], held["masks"])
         records = _classifier_rows(arch, seed, pooled["probs"], head, truth, folds, thresholds, decision, held_split)
-    return _Group(arch, seed, row, oof, holdout, pooled["probs"], rows, records)
+    return _Group(arch, seed, row, oof, holdout, ensemble, pooled["probs"], rows, hashes, records)
 
 
 #: the image-level empty cuts weighed against each other in classifier.csv: (column, the peak-probability cut is a
@@ -202,26 +241,91 @@ def _check_environment(cells: pd.DataFrame, allow_mixed: bool, where: Path) -> l
     return [json.loads(e) for e in sorted(envs)]
 
 
-def _verdict_inputs(groups: list[_Group], source: str) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(archs, scores, pred_empty, truth_empty, folds) over the seeds every arch has and the images every
-    (arch, seed) predicted, shaped (seeds, archs, images) for ``stats.verdict_table``."""
-    archs = sorted({g.arch for g in groups})
-    seeds = sorted(set.intersection(*({g.seed for g in groups if g.arch == a} for a in archs)))
-    frames = {(g.arch, g.seed): (g.holdout if source == "holdout" else g.oof).set_index("id")
-              for g in groups if g.seed in seeds}
-    common = sorted(set.intersection(*(set(f.index) for f in frames.values())))
-    scores = np.stack([np.stack([frames[(a, s)].loc[common, "score"].to_numpy() for a in archs]) for s in seeds])
-    empty = np.stack([np.stack([frames[(a, s)].loc[common, "empty_pred"].to_numpy(bool) for a in archs]) for s in seeds])
-    first = frames[(archs[0], seeds[0])].loc[common]
-    return archs, scores, empty, first["empty_truth"].to_numpy(bool), first["fold"].to_numpy()
+@dataclass
+class _Ranked:
+    """What the verdict ranks: the complete architectures' per-image scores (archs, folds, seeds, images), and
+    what each incomplete architecture lacks."""
+
+    source: str
+    archs: list[str]
+    scores: np.ndarray
+    pred_empty: np.ndarray
+    truth_empty: np.ndarray
+    lacking: dict[str, str]
+
+
+def _lacks(run: RunDir, arch: str, n_folds: int, seeds: list[int], groups: dict[tuple[str, int], _Group],
+           source: str) -> str:
+    """What keeps ``arch`` out of the ranking ("" when nothing does)."""
+    missing = []
+    for seed in seeds:
+        group = groups.get((arch, seed))
+        done = set() if group is None else {int(f) for f in group.oof["fold"].unique()}
+        for fold in range(n_folds):
+            cell = Cell(arch, fold, seed)
+            if fold not in done:
+                missing.append(f"{cell.name} not trained")
+        if group is not None and len(done) == n_folds:
+            if group.row["diverged"]:
+                missing.append(f"seed {seed} has a diverged fold")
+            elif source == "holdout" and group.holdout is None:
+                missing.append(f"seed {seed} has no current holdout prediction")
+    return "; ".join(missing)
+
+
+def _ranked(run: RunDir, groups: dict[tuple[str, int], _Group], held: dict | None) -> _Ranked:
+    """The architectures with every model of the protocol (and its holdout prediction) ranked on the holdout;
+    without a holdout, or with no architecture complete, every architecture on the cross-fitted OOF of the seeds
+    all have, over the images all scored."""
+    proto = run.protocol().get("protocol", {}).get("protocol", {})
+    n_folds, seeds = int(proto.get("folds", 0)), sorted(int(s) for s in proto.get("seeds", []))
+    archs = sorted({a for a, _ in groups})
+    has_holdout = held is not None and len(held["ids"]) > 0
+    lacking = {a: _lacks(run, a, n_folds, seeds, groups, "holdout") for a in archs}
+    complete = [a for a in archs if not lacking[a]]
+    if has_holdout and complete:
+        frames = {(a, s): groups[(a, s)].holdout for a in complete for s in seeds}
+        scores = np.stack([np.stack([frames[(a, s)].pivot(index="fold", columns="id", values="score")
+                                     .loc[:, held["ids"]].to_numpy() for s in seeds], axis=1) for a in complete])
+        empty = np.stack([np.stack([frames[(a, s)].pivot(index="fold", columns="id", values="empty_pred")
+                                    .loc[:, held["ids"]].to_numpy(bool) for s in seeds], axis=1) for a in complete])
+        return _Ranked("holdout", complete, scores, empty, ~held["masks"].any(axis=(1, 2)),
+                       {a: why for a, why in lacking.items() if why})
+    common = sorted(set.intersection(*({s for a2, s in groups if a2 == a} for a in archs)))
+    if not common:
+        raise BenchError(f"{run.path}: no seed has finished cells of every architecture ("
+                         + "; ".join(f"{a}: {lacking[a] or 'complete'}" for a in archs) + "); train the missing cells")
+    frames = {(a, s): groups[(a, s)].oof.set_index("id") for a in archs for s in common}
+    images = sorted(set.intersection(*(set(f.index) for f in frames.values())))
+    if not images:
+        raise BenchError(f"{run.path}: no image was scored by every architecture and seed ("
+                         + "; ".join(f"{a}: {lacking[a]}" for a in archs if lacking[a]) + ")")
+    first = frames[(archs[0], common[0])].loc[images]
+    fold_of = first["fold"].to_numpy()
+    shape = (len(archs), n_folds, len(common), len(images))
+    scores, empty = np.full(shape, np.nan), np.zeros(shape, bool)
+    cols = np.arange(len(images))
+    for ai, a in enumerate(archs):
+        for si, s in enumerate(common):
+            f = frames[(a, s)].loc[images]
+            scores[ai, fold_of, si, cols] = f["score"].to_numpy()
+            empty[ai, fold_of, si, cols] = f["empty_pred"].to_numpy(bool)
+    scores = scores[:, np.unique(fold_of)]
+    empty = empty[:, np.unique(fold_of)]
+    return _Ranked("oof", archs, scores, empty, first["empty_truth"].to_numpy(bool), {})
+
+
+#: leaderboard columns taken from the verdict table (``bench.stats.COLUMNS``) besides the score
+VERDICT_COLUMNS = [c for c in stats.COLUMNS if c not in ("arch", "score")]
 
 
 def aggregate(run_dir: Path | RunDir, *, allow_mixed: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Leaderboard (one row per architecture, ranked with its evidence) and per-image scores.
 
-    The ranking score is the holdout score when every architecture has one, else the cross-fitted
-    out-of-fold score, on the images every ranked architecture predicted. All files are written
-    atomically and ``aggregate.json`` last: without it (a killed aggregation) the report rebuilds them.
+    The ranked score is the expected holdout score of one model trained by the protocol (the mean over the
+    architecture's trained models) when the architecture has every model and its holdout prediction; else the
+    cross-fitted out-of-fold score. All files are written atomically and ``aggregate.json`` last, recording the
+    cells (and their hashes) and the tables' digests: without it, or when it disagrees, they are rebuilt.
     """
     run = RunDir(run_dir)
     data = run.load_data()
@@ -232,47 +336,69 @@ def aggregate(run_dir: Path | RunDir, *, allow_mixed: bool = False) -> tuple[pd.
         return pd.DataFrame(), pd.DataFrame()
     environments = _check_environment(cells, allow_mixed, run.path)
     held = run.load_holdout() if run.holdout_data_file.is_file() else None
-    groups = [_score_group(run, arch, seed, group, data, index, classes, held)
-              for (arch, seed), group in cells.groupby(["arch", "seed"], sort=True)]
-    source = "holdout" if all(g.holdout is not None for g in groups) else "oof"
-    archs, scores, empty, truth_empty, folds = _verdict_inputs(groups, source)
-    verdict = stats.verdict_table(scores, archs, truth_empty=truth_empty, pred_empty=empty,
-                                  image_folds=folds if source == "oof" else None)
-    per_seed = pd.DataFrame([g.row for g in groups])
+    groups = {(arch, seed): _score_group(run, arch, seed, group, data, index, classes, held)
+              for (arch, seed), group in cells.groupby(["arch", "seed"], sort=True)}
+    ranked = _ranked(run, groups, held)
+    verdict = stats.verdict_table(ranked.scores, ranked.archs, truth_empty=ranked.truth_empty,
+                                  pred_empty=ranked.pred_empty)
+    per_seed = pd.DataFrame([g.row for g in groups.values()])
+    numeric = {c: "mean" for c in per_seed.columns if pd.api.types.is_numeric_dtype(per_seed[c])}
     board = per_seed.groupby("arch", sort=False).agg(
-        {c: ("mean" if pd.api.types.is_numeric_dtype(per_seed[c]) else "first")
-         for c in per_seed.columns if c not in ("arch", "seed")}
-    )
+        {c: numeric.get(c, _per_seed) for c in per_seed.columns if c not in ("arch", "seed")})
+    for decision in ("threshold", "min_area", "empty_max_prob", "head_cut"):
+        if decision in per_seed:  # decisions are shown per seed (seed order), never averaged
+            board[decision] = per_seed.sort_values("seed").groupby("arch")[decision].agg(" ".join)
     board["seeds"] = per_seed.groupby("arch")["seed"].nunique()
-    board = board.reset_index().merge(verdict.rename(columns={"score": "ranked_score"}), on="arch", how="left")
-    board["score"] = board["ranked_score"]
-    board["score_source"] = source
-    board["gap"] = board["oof_score"] - board["holdout_score"]
+    board = board.reset_index().merge(verdict, on="arch", how="left", suffixes=("", "_ranked"))
+    ranked_here = board["arch"].isin(ranked.archs)
+    board["score"] = board["score"].where(ranked_here)
+    board["score_source"] = np.where(ranked_here, ranked.source, "")
+    if ranked.source == "holdout":
+        board["optimism"] = board["oof_score"] - board["holdout_score"]
+        board["ensemble_gain"] = board["ensemble_score"] - board["holdout_score"]
+    else:
+        board["optimism"] = np.nan
+        board["ensemble_gain"] = np.nan
+    for arch, why in ranked.lacking.items():
+        board.loc[board["arch"] == arch, "verdict"] = f"incomplete: {why}"
     board["n_ranked_images"] = verdict.attrs["n_images"]
-    board = board.drop(columns="ranked_score").sort_values("score", ascending=False, kind="stable").reset_index(drop=True)
+    board = board.sort_values(["score", "oof_score"], ascending=False, kind="stable", na_position="last")
+    board = board.reset_index(drop=True)
     board.insert(0, "rank", np.arange(1, len(board) + 1))
     board = board[[*LEAD_COLUMNS, *[c for c in board.columns if c not in LEAD_COLUMNS]]]
-    per_image = pd.concat([g.oof.assign(arch=g.arch, seed=g.seed, split="oof") for g in groups]
-                          + [g.holdout.assign(arch=g.arch, seed=g.seed, split="holdout") for g in groups
-                             if g.holdout is not None], ignore_index=True)
+    per_image = pd.concat([g.oof.assign(arch=g.arch, seed=g.seed, split="oof") for g in groups.values()]
+                          + [g.holdout.assign(arch=g.arch, seed=g.seed, split="holdout") for g in groups.values()
+                             if g.holdout is not None]
+                          + [g.ensemble.assign(arch=g.arch, seed=g.seed, split="ensemble") for g in groups.values()
+                             if g.ensemble is not None], ignore_index=True)
     per_image = per_image[["id", "split", "fold", "arch", "seed", "score", "iou", "coverage_class", "empty_truth",
                            "empty_pred", *(["head_prob"] if "head_prob" in per_image else [])]]
+    pairs = verdict.attrs["pairs"]
     run.aggregate_file.unlink(missing_ok=True)
-    atomic.write_text(run.leaderboard_file, board.to_csv(index=False))
-    atomic.write_text(run.per_image_file, per_image.to_csv(index=False))
-    records = [r for g in groups for r in g.classifier]
+    tables = {run.leaderboard_file: board.to_csv(index=False), run.per_image_file: per_image.to_csv(index=False),
+              run.pairs_file: pairs.to_csv(index=False)}
+    records = [r for g in groups.values() for r in g.classifier]
     if records:
-        atomic.write_text(run.classifier_file, pd.DataFrame(records).to_csv(index=False))
+        tables[run.classifier_file] = pd.DataFrame(records).to_csv(index=False)
+    for path, text in tables.items():
+        atomic.write_text(path, text)
     gallery_probs = {}
-    for g in groups:
-        if g.seed == min(x.seed for x in groups if x.arch == g.arch):
+    for g in groups.values():
+        if g.seed == min(s for a, s in groups if a == g.arch):
             full = np.zeros((len(data["ids"]), *data["masks"].shape[1:]), np.uint8)
             full[g.rows] = g.probs
             gallery_probs[g.arch] = full
     _write_gallery(run, data, board, per_image[per_image["split"] == "oof"], gallery_probs)
+    components = verdict.set_index("arch")[["n_models", "collapsed", "image_sd", "replicate_sd", "fold_sd", "seed_sd"]]
     atomic.write_json(run.aggregate_file, {
-        "score_source": source, "n_ranked_images": int(verdict.attrs["n_images"]),
-        "n_seeds": int(verdict.attrs["n_seeds"]), "cells": [f"{c.arch}/{c.name}" for c in run.done_cells()],
+        "score_source": ranked.source, "replicate": verdict.attrs["replicate"],
+        "n_ranked_images": int(verdict.attrs["n_images"]), "n_models": int(verdict.attrs["n_replicates"]),
+        "n_seeds": int(ranked.scores.shape[2]), "rope": verdict.attrs["rope"], "alpha": verdict.attrs["alpha"],
+        "seeds_to_resolve": verdict.attrs["seeds_to_resolve"], "ranked": ranked.archs, "incomplete": ranked.lacking,
+        "variance": {a: {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in row.items()}
+                     for a, row in components.astype(object).to_dict("index").items()},
+        "cells": {name: h for g in groups.values() for name, h in sorted(g.hashes.items())},
+        "tables": {path.name: _digest(text) for path, text in tables.items()},
         "environments": environments, "mixed_environments": len(environments) > 1,
         "all_empty_oof": float(all_empty_scores(data["masks"]).mean()),
         "all_empty_holdout": float(all_empty_scores(held["masks"]).mean()) if held is not None and len(held["ids"]) else None,
@@ -280,9 +406,18 @@ def aggregate(run_dir: Path | RunDir, *, allow_mixed: bool = False) -> tuple[pd.
     return board, per_image
 
 
+def _per_seed(values: pd.Series) -> str:
+    return values.iloc[0]
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 #: the leaderboard's first columns, in this order (outside tools read them by name)
-LEAD_COLUMNS = ["rank", "arch", "score", "score_source", "holdout_score", "oof_score", "gap", "p_best", "rank_lo",
-                "rank_hi", "learned", "verdict", "recipe", "tuned"]
+LEAD_COLUMNS = ["rank", "arch", "score", "score_source", "holdout_score", "oof_score", "optimism", "p_best", "rank_lo",
+                "rank_hi", "learned", "verdict", "recipe", "tuned", "ensemble_score", "ensemble_gain",
+                "postprocess_gain", "n_models", "collapsed", "se", "ci_lo", "ci_hi"]
 
 
 def _write_gallery(run: RunDir, data: dict, board: pd.DataFrame, per_image: pd.DataFrame,
@@ -317,20 +452,29 @@ CSV_OPTIONS = {"keep_default_na": False, "na_values": [""]}  # an id such as "NA
 
 
 def _fresh(run: RunDir) -> bool:
-    """True when the last aggregation finished (``aggregate.json``, written last) after the last cell, over
-    exactly the finished cells: then leaderboard.csv, per_image.csv, gallery.npz and (in a run with the head)
-    classifier.csv are complete and current."""
-    if not (run.aggregate_file.is_file() and run.leaderboard_file.is_file() and run.per_image_file.is_file()):
-        return False
-    if run.protocol().get("protocol", {}).get("protocol", {}).get("empty_head") and not run.classifier_file.is_file():
-        return False
-    if run.aggregate_file.stat().st_mtime < run.newest_cell_mtime():
+    """True when the last aggregation (``aggregate.json``, written last) was built from exactly the finished cells
+    as they are now (names and cell hashes) and every table beside it is the one it wrote (digests)."""
+    if not run.aggregate_file.is_file():
         return False
     try:
-        recorded = atomic.read_json(run.aggregate_file).get("cells")
-    except (OSError, ValueError):
+        manifest = atomic.read_json(run.aggregate_file)
+        recorded, digests = dict(manifest["cells"]), dict(manifest["tables"])
+    except (OSError, ValueError, KeyError, TypeError):
         return False
-    return recorded == [f"{c.arch}/{c.name}" for c in run.done_cells()]
+    try:
+        now = {f"{c.arch}/{c.name}": str(run.cell_metrics(c)["cell_hash"]) for c in run.done_cells()}
+    except (OSError, ValueError, KeyError, TypeError):
+        return False  # an unreadable cell record: the aggregation says which, in one line
+    if recorded != now or run.leaderboard_file.name not in digests or run.per_image_file.name not in digests:
+        return False
+    for name, digest in digests.items():
+        path = run.path / name
+        try:
+            if _digest(path.read_text(encoding="utf-8")) != digest:
+                return False
+        except (OSError, UnicodeDecodeError):
+            return False
+    return True
 
 
 def current(run_dir: Path | RunDir) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -340,10 +484,13 @@ def current(run_dir: Path | RunDir) -> tuple[pd.DataFrame, pd.DataFrame]:
     if not run.data_file.is_file():
         raise BenchError(f"{run.data_file}: missing, but the run has finished cells")
     if _fresh(run):
-        board = pd.read_csv(run.leaderboard_file, dtype={"arch": str, "encoder": str}, **CSV_OPTIONS)
+        board = pd.read_csv(run.leaderboard_file, dtype={"arch": str, "encoder": str, **DECISION_DTYPES}, **CSV_OPTIONS)
         per_image = pd.read_csv(run.per_image_file, dtype={"id": str, "arch": str}, **CSV_OPTIONS)
         return board, per_image
     return aggregate(run)
+
+
+DECISION_DTYPES = {c: str for c in ("threshold", "min_area", "empty_max_prob", "head_cut", "verdict", "recipe", "tuned")}
 
 
 def ranked_baseline(manifest: dict[str, Any]) -> float | None:
@@ -355,22 +502,34 @@ def ranked_baseline(manifest: dict[str, Any]) -> float | None:
 
 
 def format_leaderboard(board: pd.DataFrame, manifest: dict[str, Any] | None = None) -> str:
-    """The console table: the ranking score (holdout first), its evidence, the verdict, then what it cost."""
-    cols = ["rank", "arch", "score", "holdout_score", "oof_score", "gap", "p_best", "rank_lo", "rank_hi", "verdict",
-            "recipe", "params", "train_images_per_s", "folds_done"]
-    view = board[[c for c in cols if c in board]].copy()
+    """The console table: the ranked score with its interval, the claims, the verdict, then what it cost."""
+    cols = ["rank", "arch", "score", "ci", "ensemble_score", "oof_score", "p_best", "rank_lo", "rank_hi", "verdict",
+            "recipe", "params", "train_images_per_s"]
+    view = board.assign(ci=[_interval(lo, hi) for lo, hi in zip(board["ci_lo"], board["ci_hi"])])
+    view = view[[c for c in cols if c in view]].copy()
     view["params"] = (view["params"] / 1e6).map("{:.2f}M".format)
-    view["rank"] = [f"{lo:.0f}-{hi:.0f}" if lo != hi else f"{lo:.0f}" for lo, hi in zip(board["rank_lo"], board["rank_hi"])]
-    view = view.drop(columns=["rank_lo", "rank_hi"]).rename(columns={"rank": "rank (95%)", "train_images_per_s": "img/s"})
-    text = view.to_string(index=False, float_format=lambda v: f"{v:.4f}")
+    view["rank"] = [_interval(lo, hi, "{:.0f}") for lo, hi in zip(board["rank_lo"], board["rank_hi"])]
+    view["p_best"] = [f"{p:.2f}" if p == p else "-" for p in board["p_best"]]
+    view = view.drop(columns=["rank_lo", "rank_hi"]).rename(
+        columns={"rank": "rank (95%)", "train_images_per_s": "img/s", "ci": "95% CI", "ensemble_score": "ensemble"})
+    text = view.to_string(index=False, float_format=lambda v: f"{v:.4f}", na_rep="-")
     if manifest:
         source = manifest["score_source"]
-        text += (f"\nscore = {'the locked holdout' if source == 'holdout' else 'cross-fitted out-of-fold'} TGS score "
-                 f"on {manifest['n_ranked_images']} images, {manifest['n_seeds']} seed(s)")
-        if manifest.get("n_seeds") == 1:
-            text += "; one seed: training noise is unmeasured, leads it cannot separate from it are 'unresolved'"
+        unit = "trained model" if manifest.get("replicate") == "model" else "seed's cross-fitted prediction"
+        text += (f"\nscore = expected {'locked-holdout' if source == 'holdout' else 'cross-fitted out-of-fold'} TGS "
+                 f"score of one model trained by the protocol: the mean over {manifest['n_models']} replicates (each "
+                 f"a {unit}) on {manifest['n_ranked_images']} images; intervals count training noise and images")
+        if manifest.get("seeds_to_resolve"):
+            text += (f"\nthe top two are not separated; about {manifest['seeds_to_resolve']} seed(s) would resolve "
+                     "their observed gap (from the measured variance components)")
         text += f"\nall-empty baseline (predict no salt anywhere) on those images: {ranked_baseline(manifest):.4f}"
         if manifest.get("mixed_environments"):
             text += "\nwarning: cells ran in different environments (--allow-mixed): " + "; ".join(
                 json.dumps(e, sort_keys=True) for e in manifest["environments"])
     return text
+
+
+def _interval(lo: float, hi: float, fmt: str = "{:.4f}") -> str:
+    if lo != lo or hi != hi:
+        return "-"
+    return fmt.format(lo) if fmt.format(lo) == fmt.format(hi) else f"{fmt.format(lo)}-{fmt.format(hi)}"

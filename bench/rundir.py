@@ -4,6 +4,7 @@
 <run>/config.yaml  protocol.json  splits.json  env.json  data.npz  ImageSets/
 <run>/cells/<arch>/fold<k>-seed<s>/  metrics.json  history.csv  oof.npz  model.pt  checkpoint.pt
 <run>/leaderboard.csv  per_image.csv  gallery.npz  postprocess.json  ensembles.csv  submission.csv
+<run>/holdout/<arch>-seed<s>.npz (fold ensembles)  <arch>-fold<k>-seed<s>.npz (each model)  pairs.csv
 <run>/classifier.csv  (runs with protocol.empty_head)  compare/<other run>.csv  (salt-bench compare)
 <run>/tuning/<study>.db  <study>.best.yaml  <study>/trial-<n>/<cell>/
 ```
@@ -14,6 +15,7 @@ A cell is done exactly when its ``metrics.json`` exists (written last, atomicall
 from __future__ import annotations
 
 import re
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -85,6 +87,15 @@ class RunDir:
     def holdout_probs_file(self, arch: str, seed: int) -> Path:
         """One architecture's fold ensemble on the holdout, for one seed (uint8 probability levels)."""
         return self.path / "holdout" / f"{arch}-seed{seed}.npz"
+
+    def holdout_model_file(self, cell: Cell) -> Path:
+        """One trained model's own prediction of the holdout (a replicate of the verdict)."""
+        return self.path / "holdout" / f"{cell.arch}-{cell.name}.npz"
+
+    @property
+    def pairs_file(self) -> Path:
+        """``pairs.csv``: every pair of compared architectures, its difference and verdict (``bench.stats``)."""
+        return self.path / "pairs.csv"
 
     @property
     def env_file(self) -> Path:
@@ -214,6 +225,34 @@ class RunDir:
     def load_holdout(self) -> dict[str, np.ndarray]:
         """The locked holdout; only ``bench.holdout`` and the final aggregation call this."""
         return _load_images(self.holdout_data_file, folds=False)
+
+
+@dataclass(frozen=True)
+class HoldoutPrediction:
+    """A holdout prediction on disk: uint8 probability levels per image, the head's probabilities when the models
+    have the head, and the cell hashes of the models behind it (one for a model, the folds' for an ensemble)."""
+
+    ids: np.ndarray
+    probs: np.ndarray
+    cell_hashes: tuple[str, ...]
+    head_probs: np.ndarray | None = None
+
+    def write(self, path: Path) -> None:
+        head = {} if self.head_probs is None else {"head_probs": self.head_probs.astype(np.float32)}
+        atomic.write_npz(path, ids=self.ids, probs=self.probs, cell_hashes=np.array(self.cell_hashes), **head)
+
+    @classmethod
+    def read(cls, path: Path) -> HoldoutPrediction | None:
+        """The prediction at ``path``; None when there is none; an unreadable file is a one-line error."""
+        if not path.is_file():
+            return None
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                return cls(z["ids"], z["probs"], tuple(str(h) for h in z["cell_hashes"]),
+                           z["head_probs"] if "head_probs" in z.files else None)
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
+            raise BenchError(f"{path}: unreadable holdout prediction ({type(exc).__name__}); delete it and run "
+                             "`salt-bench run` again to predict it anew") from None
 
 
 def _load_images(path: Path, *, folds: bool) -> dict[str, np.ndarray]:

@@ -1,13 +1,33 @@
-"""The verdict: does an architecture's mean per-image score differ from the best one's, and is it real?
+"""The verdict: which architecture is best, by how much, and how sure, with a trained model as the unit of evidence.
 
-Every test here is of the statistic the leaderboard ranks, the mean per-image TGS score. Every
-architecture and seed predicts the same images, so comparisons are paired per image (the per-image
-difference removes the image difficulty that dominates the variance): a sign-flip permutation test
-and a bootstrap CI of the mean difference, Holm-adjusted across architectures. Seeds are a second
-level of noise: the rank bootstrap resamples them, and a significant lead smaller than twice the
-seed spread is left unresolved. Fold scores are not independent (the training sets overlap), hence
-the Nadeau-Bengio correction of the fold t-test, shown only when there are enough folds to mean
-something.
+The estimand of a row is the expected TGS score of *one model trained by the protocol* on an image from the
+population the holdout was drawn from. Two things vary and both count: the trained model (a replicate: one
+(fold, seed) model, or one seed's cross-fitted out-of-fold prediction when there is no holdout) and the image.
+Every replicate of every architecture scores the same images and replicates are paired across architectures
+(same training images, same augmentation stream), so a difference between two architectures is a replicates x
+images matrix with crossed random effects::
+
+    D[r, i] = delta + u_r + v_i + e_ri
+
+and the variance of its mean is ``s_u^2 / R + s_v^2 / I + s_e^2 / (R I)``, estimated from the two-way ANOVA
+mean squares as ``(MS_r + MS_i - MS_e) / (R I)`` (the replicate component floored at 0), with Satterthwaite's
+degrees of freedom: with few replicates they are close to R - 1, so a one-run lead is not called real
+(Searle, Casella & McCulloch, *Variance Components*, 1992, ch. 4; Satterthwaite, 1946). All architectures are
+estimated jointly (the mean squares are covariance matrices), so every claim below comes from one model:
+
+- ``learned``: each architecture against predicting no salt anywhere (one-sided, the same variance);
+- pairwise *better / worse* verdicts: two-sided t tests of every pair, Holm-adjusted over all pairs, so the
+  family-wise rate of any false better/worse claim is at most ``alpha``;
+- *equivalent*: the simultaneous (Bonferroni) two one-sided tests put the difference inside the region of
+  practical equivalence ``+-rope``;
+- the confidence set for the best: the architectures no other is shown better than; rank intervals: one plus
+  the number shown better, to the number compared minus the number shown worse (simultaneous, as the
+  pairwise claims are);
+- ``p_best``: the share of draws from the estimated joint distribution of the means (multivariate t) in which
+  an architecture is the highest.
+
+With fewer than ``MIN_REPLICATES`` replicates per architecture no comparison is claimed. The method is checked
+by simulation in ``benchmarks/verdict_calibration.py``.
 """
 from __future__ import annotations
 
@@ -19,20 +39,21 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-_BOOT_CHUNK = 256  # bootstrap replicates per vectorised block: bounds the (chunk, n) index array
-_FLIP_CELLS = 4_000_000  # sign-flip resamples x images per vectorised block (32 MB of float64)
-_MIN_NB_FOLDS = 5  # fewer folds give a t-test with too few degrees of freedom to be worth showing
-_EMPTY_SHARE = 0.95  # predicting no salt on this share of the salt images is not having learned
+MIN_REPLICATES = 3  # fewer trained models per architecture leave training noise with one or two degrees of freedom
+ROPE = 0.01  # region of practical equivalence, in TGS points (README: "The verdict")
+_EMPTY_SHARE = 0.95  # a model predicting no salt on this share of the salt images did not learn to segment
+_DRAWS = 20_000  # multivariate-t draws for P(best)
 
-NOT_LEARNED = "did not learn (no better than predicting no salt)"
-NO_DIFFERENCE = "no significant difference"
-ONE_SEED = "unresolved: one seed, training noise unmeasured"
-SEED_NOISE = "unresolved: within seed noise"
-WORSE = "worse than the best"
-BEST = "best"
+TOO_FEW = "too few trained models ({r}) to compare"
+ONE_SEED = "one seed: its shared effect on all {r} models is unmeasured, no comparison"
+NOT_LEARNED = "did not learn (not shown better than predicting no salt)"
+BEST = "best: better than every other"
+BEST_SET = "in the best set of {n}"
+WORSE = "worse than {other}"
 
-COLUMNS = ["arch", "score", "seed_sd", "p_best", "rank_lo", "rank_hi", "learned", "learned_p", "vs", "diff",
-           "ci_lo", "ci_hi", "perm_p", "perm_holm", "nb_t", "nb_p", "verdict"]
+COLUMNS = ["arch", "score", "se", "ci_lo", "ci_hi", "n_models", "collapsed", "learned", "learned_p", "p_best",
+           "rank_lo", "rank_hi", "in_best_set", "image_sd", "replicate_sd", "fold_sd", "seed_sd", "verdict"]
+PAIR_COLUMNS = ["arch", "other", "diff", "se", "df", "ci_lo", "ci_hi", "p", "p_holm", "verdict"]
 
 
 @dataclass(frozen=True)
@@ -43,147 +64,18 @@ class Interval:
 
 
 def bootstrap_ci(diff: np.ndarray, *, n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> Interval:
-    """Percentile bootstrap CI of the mean of ``diff``; seeded so a report is reproducible."""
+    """Percentile bootstrap CI of the mean of ``diff`` over images (one trained model's images only)."""
     diff = np.asarray(diff, dtype=np.float64)
     if diff.size == 0:
         return Interval(math.nan, math.nan, math.nan)
     rng = np.random.default_rng(seed)
     means = np.empty(n_boot)
-    for start in range(0, n_boot, _BOOT_CHUNK):
-        stop = min(start + _BOOT_CHUNK, n_boot)
-        idx = rng.integers(0, diff.size, size=(stop - start, diff.size))
-        means[start:stop] = diff[idx].mean(axis=1)
+    for start in range(0, n_boot, 256):
+        stop = min(start + 256, n_boot)
+        means[start:stop] = diff[rng.integers(0, diff.size, size=(stop - start, diff.size))].mean(axis=1)
     alpha = (1 - level) / 2
     lo, hi = np.quantile(means, [alpha, 1 - alpha])
     return Interval(float(diff.mean()), float(lo), float(hi))
-
-
-def paired_permutation_p(diff: np.ndarray, *, n_resamples: int = 9999, seed: int = 0,
-                         alternative: str = "two-sided") -> float:
-    """Sign-flip permutation p of the mean of paired differences; 1.0 when no pair differs.
-
-    Under the null each pair's sign is exchangeable, so flipping signs at random gives the null
-    distribution of the mean. Exact (all 2**n flips) when that is no more than ``n_resamples``;
-    otherwise Monte Carlo with the observed statistic counted once, (hits + 1) / (n_resamples + 1),
-    so p is never 0. Two-sided compares |mean| (the sign-flip null is symmetric). Hand-vectorised
-    because ``scipy.stats.permutation_test`` takes about 6.5 s per test at 4000 images.
-    """
-    if alternative not in ("two-sided", "greater", "less"):
-        raise ValueError(f"alternative must be 'two-sided', 'greater' or 'less', not {alternative!r}")
-    d = np.asarray(diff, dtype=np.float64).ravel()
-    if d.size == 0:
-        return math.nan
-    if not np.any(d != 0):
-        return 1.0
-    n = d.size
-    observed = d.mean()
-    # float round-off must not split flips whose means are equal in exact arithmetic
-    tol = 1e-9 * np.abs(d).mean()
-
-    def hits(means: np.ndarray) -> int:
-        if alternative == "greater":
-            return int(np.count_nonzero(means >= observed - tol))
-        if alternative == "less":
-            return int(np.count_nonzero(means <= observed + tol))
-        return int(np.count_nonzero(np.abs(means) >= abs(observed) - tol))
-
-    # a flip vector of bits b gives mean(s * d) with s = 2b - 1, i.e. (2 b.d - sum d) / n
-    total = d.sum()
-    if 2**n <= n_resamples:
-        bits = (np.arange(2**n, dtype=np.int64)[:, None] >> np.arange(n)) & 1
-        return hits((2 * (bits @ d) - total) / n) / 2**n
-    rng = np.random.default_rng(seed)
-    chunk = max(1, _FLIP_CELLS // n)
-    count = 0
-    for start in range(0, n_resamples, chunk):
-        rows = min(chunk, n_resamples - start)
-        bits = np.unpackbits(rng.integers(0, 256, size=(rows, (n + 7) // 8), dtype=np.uint8), axis=1, count=n)
-        count += hits((2 * (bits.astype(np.float64) @ d) - total) / n)
-    return (count + 1) / (n_resamples + 1)
-
-
-def rank_bootstrap(scores: np.ndarray, *, n_boot: int = 2000, seed: int = 0, level: float = 0.95,
-                   archs: Sequence[str] | None = None) -> pd.DataFrame:
-    """P(best) and a rank interval per architecture from a joint paired bootstrap.
-
-    ``scores`` is (n_seeds, n_archs, n_images). Each replicate draws seeds with replacement (when
-    there are several, so training noise counts) and then images with replacement, the same draw for
-    every architecture (pairing), and ranks the architectures' means (1 = best). ``p_best`` shares a
-    tie for first equally; ranks break ties at random so two identical architectures span [1, 2].
-    """
-    x = np.asarray(scores, dtype=np.float64)
-    n_seeds, n_archs, n_images = x.shape
-    rng = np.random.default_rng(seed)
-    p_best = np.zeros(n_archs)
-    ranks = np.empty((n_boot, n_archs), dtype=np.int64)
-    for start in range(0, n_boot, _BOOT_CHUNK):
-        rows = min(_BOOT_CHUNK, n_boot - start)
-        offsets = np.arange(rows)[:, None]
-        image_idx = rng.integers(0, n_images, size=(rows, n_images))
-        image_w = np.bincount((image_idx + offsets * n_images).ravel(), minlength=rows * n_images)
-        image_w = image_w.reshape(rows, n_images) / n_images
-        if n_seeds > 1:
-            seed_idx = rng.integers(0, n_seeds, size=(rows, n_seeds))
-            seed_w = np.bincount((seed_idx + offsets * n_seeds).ravel(), minlength=rows * n_seeds)
-            seed_w = seed_w.reshape(rows, n_seeds) / n_seeds
-        else:
-            seed_w = np.ones((rows, 1))
-        # mean over the drawn seeds and images = seed weights . scores . image weights
-        means = np.einsum("bs,sab->ba", seed_w, x @ image_w.T)
-        top = means == means.max(axis=1, keepdims=True)
-        p_best += (top / top.sum(axis=1, keepdims=True)).sum(axis=0)
-        order = np.lexsort((rng.random(means.shape), -means), axis=1)
-        np.put_along_axis(ranks[start:start + rows], order, np.arange(1, n_archs + 1)[None, :], axis=1)
-    tail = (1 - level) / 2
-    index = pd.Index(list(archs) if archs is not None else range(n_archs), name="arch")
-    return pd.DataFrame({"p_best": p_best / n_boot,
-                         "rank_lo": np.quantile(ranks, tail, axis=0, method="lower").astype(int),
-                         "rank_hi": np.quantile(ranks, 1 - tail, axis=0, method="higher").astype(int)}, index=index)
-
-
-def seed_sd(scores: np.ndarray) -> np.ndarray:
-    """Per architecture: std (ddof=1) over seeds of its mean score, the training noise; NaN with one seed."""
-    means = np.asarray(scores, dtype=np.float64).mean(axis=2)
-    if means.shape[0] < 2:
-        return np.full(means.shape[1], math.nan)
-    return means.std(axis=0, ddof=1)
-
-
-def learned(arch_scores: np.ndarray, truth_empty: np.ndarray, pred_empty: np.ndarray, *, alpha: float = 0.05,
-            seed: int = 0) -> tuple[bool, float]:
-    """Whether an architecture beats predicting no salt anywhere; returns (learned, one-sided p).
-
-    The all-empty prediction scores 1 on empty-truth images and 0 elsewhere, so on a set rich in
-    empty images it can look competitive. Not learned: not significantly above it per image
-    (one-sided sign-flip test of the seed-mean difference), or predicting empty on at least 95% of
-    the salt images (a model that found a handful of easy masks has not learned to segment).
-    """
-    truth_empty = np.asarray(truth_empty, dtype=bool)
-    pred_empty = np.asarray(pred_empty, dtype=bool)
-    diff = np.asarray(arch_scores, dtype=np.float64).mean(axis=0) - truth_empty
-    p = paired_permutation_p(diff, seed=seed, alternative="greater")
-    salt = ~truth_empty
-    mostly_empty = bool(salt.any()) and pred_empty[:, salt].mean() >= _EMPTY_SHARE
-    return bool(p < alpha and not mostly_empty), p
-
-
-def nadeau_bengio(fold_diffs: np.ndarray, test_train_ratio: float) -> tuple[float, float]:
-    """Corrected resampled t-test over K folds: (t, two-sided p); NaN with fewer than two folds.
-
-    The fold variance is inflated by (1/K + n_test/n_train) instead of 1/K because folds share
-    training images (Nadeau & Bengio, 2003).
-    """
-    d = np.asarray(fold_diffs, dtype=np.float64)
-    k = d.size
-    if k < 2:
-        return math.nan, math.nan
-    mean = d.mean()
-    var = d.var(ddof=1) if np.ptp(d) > 0 else 0.0  # equal differences: exactly zero, not 1e-34
-    se = math.sqrt((1 / k + test_train_ratio) * var)
-    if se == 0:
-        return (0.0, 1.0) if mean == 0 else (math.copysign(math.inf, mean), 0.0)
-    t = mean / se
-    return float(t), float(2 * sps.t.sf(abs(t), df=k - 1))
 
 
 def holm(pvalues: np.ndarray) -> np.ndarray:
@@ -200,81 +92,314 @@ def holm(pvalues: np.ndarray) -> np.ndarray:
     return out
 
 
-def fold_ratio(folds: np.ndarray) -> float:
-    """Mean n_test/n_train over the folds of a K-fold assignment (one fold index per image)."""
-    sizes = np.bincount(np.asarray(folds, dtype=np.int64))
-    sizes = sizes[sizes > 0]
-    return float(np.mean(sizes / (sizes.sum() - sizes)))
+# ------------------------------------------------------------------------------------------ replicates x images
+
+
+def replicates(scores: np.ndarray) -> tuple[np.ndarray, str]:
+    """(A, K, S, I) per-image scores, NaN where not scored -> (A, folds, seeds, I) with no NaN, and what one
+    trained model (replicate) is.
+
+    Holdout layout (every (fold, seed) model scored every image): a replicate is a (fold, seed) model. Out-of-fold
+    layout (every image scored by exactly one fold per seed): a replicate is a seed's cross-fitted prediction, so
+    the folds collapse to one.
+    """
+    x = np.asarray(scores, dtype=np.float64)
+    if x.ndim != 4:
+        raise ValueError(f"scores must be (archs, folds, seeds, images), got {x.shape}")
+    seen = ~np.isnan(x)
+    if seen.all():
+        return x, "model"
+    if (seen.sum(axis=1) == 1).all():
+        return np.nansum(x, axis=1, keepdims=True), "seed"
+    raise ValueError("scores must be scored by every (fold, seed) on every image (holdout) or by exactly one fold "
+                     "per seed and image (out-of-fold)")
+
+
+def _psd(m: np.ndarray) -> np.ndarray:
+    """The nearest positive semi-definite matrix (negative eigenvalues set to 0): variance components are >= 0."""
+    w, v = np.linalg.eigh((m + m.T) / 2)
+    return (v * np.clip(w, 0, None)) @ v.T
+
+
+def _outer(d: np.ndarray, dof: int) -> np.ndarray:
+    """Sum of squares and products over the last axis of (A, n) deviations, per degree of freedom."""
+    return d @ d.T / max(dof, 1)
+
+
+@dataclass(frozen=True)
+class Crossed:
+    """Mean squares of (A, folds, seeds, images) scores as A x A matrices, all factors random and crossed.
+
+    The trained-model part of a mean's variance comes from the (fold, seed) table of model means: with both
+    factors varied, ``(MS_fold + MS_seed - MS_fold:seed) / (K S)`` (fold and seed main effects are shared by
+    models, so the models are not independent); with one, the one-way ``MS_model / R``. The image part is
+    ``(MS_image - MS_residual) / (R I)`` of the models x images table. A contrast ``c`` (e.g. one architecture
+    minus another) gives each mean square as ``c' M c``.
+    """
+
+    n_folds: int
+    n_seeds: int
+    n_img: int
+    means: np.ndarray  # (A,)
+    model_means: np.ndarray  # (A, R), fold-major
+    fold: np.ndarray | None  # K - 1 degrees of freedom (None unless folds and seeds both vary)
+    seed: np.ndarray | None  # S - 1
+    inter: np.ndarray | None  # (K - 1)(S - 1)
+    model: np.ndarray  # R - 1: the one-way mean square of models
+    img: np.ndarray  # I - 1
+    res: np.ndarray  # (R - 1)(I - 1)
+
+    @classmethod
+    def of(cls, x4: np.ndarray) -> Crossed:
+        a, k, s, i = x4.shape
+        r = k * s
+        x = x4.reshape(a, r, i)
+        grand = x.mean(axis=(1, 2))
+        rows, cols = x.mean(axis=2), x.mean(axis=1)
+        e = (x - rows[:, :, None] - cols[:, None, :] + grand[:, None, None]).reshape(a, -1)
+        model = i * _outer(rows - grand[:, None], r - 1)
+        fold = seed = inter = None
+        if k > 1 and s > 1:
+            table = rows.reshape(a, k, s)
+            fm, sm = table.mean(axis=2) - grand[:, None], table.mean(axis=1) - grand[:, None]
+            rt = (table - fm[:, :, None] - sm[:, None, :] - grand[:, None, None]).reshape(a, -1)
+            fold, seed = i * s * _outer(fm, k - 1), i * k * _outer(sm, s - 1)
+            inter = i * _outer(rt, (k - 1) * (s - 1))
+        return cls(k, s, i, grand, rows, fold, seed, inter, model, r * _outer(cols - grand[:, None], i - 1),
+                   _outer(e, (r - 1) * (i - 1)))
+
+    @property
+    def n_rep(self) -> int:
+        return self.n_folds * self.n_seeds
+
+    def _model_part(self, c: np.ndarray) -> tuple[float, float]:
+        """(variance x R I, degrees of freedom) of the trained-model part, components floored at 0."""
+        if self.fold is None:
+            return float(c @ self.model @ c), self.n_rep - 1
+        ms_f, ms_s, ms_i = (float(c @ m @ c) for m in (self.fold, self.seed, self.inter))
+        terms = [(ms_i, -1, (self.n_folds - 1) * (self.n_seeds - 1))]
+        if ms_f > ms_i:
+            terms.append((ms_f, 1, self.n_folds - 1))
+        if ms_s > ms_i:
+            terms.append((ms_s, 1, self.n_seeds - 1))
+        if len(terms) == 1:
+            return ms_i, terms[0][2]
+        if len(terms) == 2:  # one main effect above the interaction: interaction + (main - interaction)
+            return terms[1][0], terms[1][2]
+        total = ms_f + ms_s - ms_i
+        return total, _satterthwaite([(m * sign, d) for m, sign, d in terms])
+
+    def variance(self, c: np.ndarray) -> tuple[float, float]:
+        """Variance of the contrast's mean over models and images, and its Satterthwaite degrees of freedom."""
+        r, i = self.n_rep, self.n_img
+        model, model_df = self._model_part(c)
+        image = max(float(c @ self.img @ c) - float(c @ self.res @ c), 0.0)
+        total = model + image
+        if total <= 0:
+            return 0.0, math.inf
+        return total / (r * i), _satterthwaite([(model, model_df), (image, i - 1)])
+
+    def covariance(self) -> np.ndarray:
+        """Joint covariance of the A means, each variance component projected onto positive semi-definite matrices."""
+        if self.fold is None:
+            model = self.model
+        else:
+            model = _psd(self.fold - self.inter) + _psd(self.seed - self.inter) + self.inter
+        return (model + _psd(self.img - self.res)) / (self.n_rep * self.n_img)
+
+    def components(self, c: np.ndarray) -> tuple[float, float, float, float]:
+        """(image, model, fold, seed) SDs of a contrast's effects; fold and seed NaN unless both vary."""
+        ms_m, ms_i, ms_e = (float(c @ m @ c) for m in (self.model, self.img, self.res))
+        image = math.sqrt(max(ms_i - ms_e, 0.0) / self.n_rep)
+        model = math.sqrt(max(ms_m - ms_e, 0.0) / self.n_img)
+        if self.fold is None:
+            return image, model, math.nan, math.nan
+        ms_f, ms_s, ms_fs = (float(c @ m @ c) for m in (self.fold, self.seed, self.inter))
+        return (image, model, math.sqrt(max(ms_f - ms_fs, 0.0) / (self.n_seeds * self.n_img)),
+                math.sqrt(max(ms_s - ms_fs, 0.0) / (self.n_folds * self.n_img)))
+
+
+def _satterthwaite(terms: list[tuple[float, float]]) -> float:
+    """Degrees of freedom of a sum of mean squares (value, dof) (Satterthwaite, 1946)."""
+    total = sum(m for m, _ in terms)
+    parts = sum(m * m / d for m, d in terms if d > 0)
+    return total * total / parts if parts > 0 else math.inf
+
+
+# ------------------------------------------------------------------------------------------------ the verdict
+
+
+def collapsed(scores: np.ndarray, truth_empty: np.ndarray, pred_empty: np.ndarray) -> np.ndarray:
+    """Per replicate (R, I inputs): no better than predicting no salt, or no salt on 95% of the salt images."""
+    truth_empty = np.asarray(truth_empty, dtype=bool)
+    lazy = scores.mean(axis=1) <= truth_empty.mean()
+    salt = ~truth_empty
+    if salt.any():
+        lazy |= pred_empty[:, salt].mean(axis=1) >= _EMPTY_SHARE
+    return lazy
+
+
+def _pairs(ms: Crossed, idx: list[int], archs: Sequence[str], alpha: float, rope: float) -> pd.DataFrame:
+    """Every pair of the compared architectures (higher mean first): difference, t test, Holm, verdict."""
+    rows = []
+    for n, a in enumerate(idx):
+        for b in idx[n + 1:]:
+            first, second = (a, b) if ms.means[a] >= ms.means[b] else (b, a)
+            c = np.zeros(len(archs))
+            c[first], c[second] = 1.0, -1.0
+            var, df = ms.variance(c)
+            se = math.sqrt(var)
+            diff = float(ms.means[first] - ms.means[second])
+            if se > 0:
+                p = float(2 * sps.t.sf(abs(diff) / se, df))
+                half = float(sps.t.ppf(1 - alpha / 2, df)) * se
+            else:
+                p, half = (0.0 if diff else 1.0), 0.0
+            rows.append({"arch": archs[first], "other": archs[second], "diff": diff, "se": se, "df": df,
+                         "ci_lo": diff - half, "ci_hi": diff + half, "p": p})
+    table = pd.DataFrame(rows, columns=PAIR_COLUMNS[:-2])
+    table["p_holm"] = holm(table["p"].to_numpy())
+    m = max(len(table), 1)
+    verdicts = []
+    for row in table.itertuples():
+        tost = float(sps.t.ppf(1 - alpha / m, row.df)) * row.se if row.se > 0 else 0.0
+        if row.p_holm < alpha:
+            verdicts.append("better")
+        elif abs(row.diff) + tost < rope:
+            verdicts.append("equivalent")
+        else:
+            verdicts.append("unresolved")
+    table["verdict"] = verdicts
+    return table[PAIR_COLUMNS]
+
+
+def _p_best(ms: Crossed, idx: list[int], df: float, n_draws: int, seed: int) -> np.ndarray:
+    """Share of multivariate-t draws of the compared means in which each is the highest (ties shared)."""
+    cov = ms.covariance()[np.ix_(idx, idx)]
+    w, v = np.linalg.eigh((cov + cov.T) / 2)
+    root = v * np.sqrt(np.clip(w, 0, None))
+    rng = np.random.default_rng(seed)
+    z = rng.standard_normal((n_draws, len(idx))) @ root.T
+    if math.isfinite(df):
+        z *= np.sqrt(df / rng.chisquare(df, size=(n_draws, 1)))
+    draws = ms.means[idx][None, :] + z
+    top = draws == draws.max(axis=1, keepdims=True)
+    return (top / top.sum(axis=1, keepdims=True)).mean(axis=0)
+
+
+def seeds_to_resolve(ms: Crossed, first: int, second: int, n_pairs: int, alpha: float, limit: int = 100) -> int | None:
+    """How many seeds (each with the run's folds) would make the observed gap between two architectures significant
+    at Holm's first step, from the measured variance components; None when not even ``limit`` would."""
+    c = np.zeros(ms.means.size)
+    c[first], c[second] = 1.0, -1.0
+    gap = abs(float(c @ ms.means))
+    model_ms, _ = ms._model_part(c)
+    per_model = model_ms * ms.n_rep / ms.n_img  # the model part of one mean's variance times R
+    image = max(float(c @ ms.img @ c) - float(c @ ms.res @ c), 0.0) / (ms.n_rep * ms.n_img)
+    for seeds in range(1, limit + 1):
+        r = ms.n_folds * seeds
+        var = per_model / r + image
+        if var > 0 and r >= MIN_REPLICATES and gap / math.sqrt(var) > sps.t.ppf(1 - alpha / (2 * n_pairs), r - 1):
+            return seeds
+    return None
 
 
 def verdict_table(scores: np.ndarray, archs: Sequence[str], *, truth_empty: np.ndarray, pred_empty: np.ndarray,
-                  image_folds: np.ndarray | None = None, test_train_ratio: float = math.nan, alpha: float = 0.05,
-                  n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
-    """One row per architecture, best mean score first, with the evidence for and against each rank.
+                  alpha: float = 0.05, rope: float = ROPE, min_replicates: int = MIN_REPLICATES,
+                  n_draws: int = _DRAWS, seed: int = 0) -> pd.DataFrame:
+    """One row per architecture, highest mean first, with every claim the evidence supports.
 
-    ``scores`` and ``pred_empty`` are (n_seeds, n_archs, n_images) over the same images for every
-    architecture and seed; ``truth_empty`` is (n_images,). Architectures that did not learn are
-    ranked but not compared; the others are compared (paired per image, seeds averaged first) with
-    the best of them, the ``best`` row. Intervals are at level 1 - alpha. The Nadeau-Bengio test
-    needs ``image_folds`` with at least 5 folds; ``test_train_ratio`` defaults to the folds' own.
-    ``attrs`` carries n_images and n_seeds.
+    ``scores`` and ``pred_empty`` are (archs, folds, seeds, images): per-image TGS scores and "predicted no salt",
+    NaN / False where a model did not score an image (see ``replicates``); ``truth_empty`` is (images,). The
+    pairwise table is ``attrs["pairs"]``; ``attrs`` also carries n_images, n_replicates, replicate (what one is),
+    rope, alpha and seeds_to_resolve (for the top gap, when it is unresolved).
     """
-    x = np.asarray(scores, dtype=np.float64)
-    pred_empty = np.asarray(pred_empty, dtype=bool)
+    archs = list(archs)
+    x4 = np.asarray(scores, dtype=np.float64)
+    if x4.ndim != 4 or x4.shape[0] != len(archs):
+        raise ValueError(f"scores must be ({len(archs)} archs, folds, seeds, images), got {x4.shape}")
+    empty4 = np.asarray(pred_empty, dtype=bool)
     truth_empty = np.asarray(truth_empty, dtype=bool)
-    if x.ndim != 3 or x.shape[1] != len(archs):
-        raise ValueError(f"scores must be (n_seeds, {len(archs)} archs, n_images), got {x.shape}")
-    if pred_empty.shape != x.shape or truth_empty.shape != x.shape[2:]:
-        raise ValueError(f"pred_empty {pred_empty.shape} and truth_empty {truth_empty.shape} do not match scores {x.shape}")
-    n_seeds, n_archs, n_images = x.shape
-    per_image = x.mean(axis=0)  # (n_archs, n_images): seeds averaged per image
-    mean = per_image.mean(axis=1)
-    sd = seed_sd(x)
-    ranks = rank_bootstrap(x, n_boot=n_boot, seed=seed, level=1 - alpha)
-    fits = [learned(x[:, a], truth_empty, pred_empty[:, a], alpha=alpha, seed=seed) for a in range(n_archs)]
-    ok = np.array([f[0] for f in fits])
-
-    folds = None if image_folds is None else np.asarray(image_folds, dtype=np.int64)
-    n_folds = 0 if folds is None else np.unique(folds).size
-    if n_folds >= _MIN_NB_FOLDS and math.isnan(test_train_ratio):
-        test_train_ratio = fold_ratio(folds)
-
-    order = np.argsort(-mean, kind="stable")
-    ref = next((a for a in order if ok[a]), None)
+    if empty4.shape != x4.shape or truth_empty.shape != x4.shape[3:]:
+        raise ValueError(f"pred_empty {empty4.shape} and truth_empty {truth_empty.shape} do not match scores {x4.shape}")
+    x, unit = replicates(x4)
+    empty = replicates(np.where(np.isnan(x4), np.nan, empty4.astype(np.float64)))[0].astype(bool)
+    n_archs, n_folds, n_seeds, n_img = x.shape
+    n_rep = n_folds * n_seeds
+    # the all-empty prediction as one more row: each architecture is tested against it with the same variance
+    baseline = np.broadcast_to(truth_empty.astype(np.float64), (1, n_folds, n_seeds, n_img))
+    ms = Crossed.of(np.concatenate([x, baseline]))
+    archs_b = [*archs, "all-empty"]
     rows = []
-    for a in order:
-        row = {"arch": archs[a], "score": mean[a], "seed_sd": sd[a], "p_best": ranks["p_best"].iloc[a],
-               "rank_lo": ranks["rank_lo"].iloc[a], "rank_hi": ranks["rank_hi"].iloc[a], "learned": bool(ok[a]),
-               "learned_p": fits[a][1], "vs": "", "diff": math.nan, "ci_lo": math.nan, "ci_hi": math.nan,
-               "perm_p": math.nan, "nb_t": math.nan, "nb_p": math.nan}
-        if ok[a] and a != ref:
-            diff = per_image[a] - per_image[ref]
-            ci = bootstrap_ci(diff, n_boot=n_boot, level=1 - alpha, seed=seed)
-            row.update(vs=archs[ref], diff=ci.mean, ci_lo=ci.lo, ci_hi=ci.hi, perm_p=paired_permutation_p(diff, seed=seed))
-            if n_folds >= _MIN_NB_FOLDS:
-                sizes = np.bincount(folds)
-                fold_diffs = np.bincount(folds, weights=diff)[sizes > 0] / sizes[sizes > 0]
-                row["nb_t"], row["nb_p"] = nadeau_bengio(fold_diffs, test_train_ratio)
-        rows.append(row)
+    for a in range(n_archs):
+        own = np.zeros(n_archs + 1)
+        own[a] = 1.0
+        var, df = ms.variance(own)
+        se = math.sqrt(var)
+        half = float(sps.t.ppf(1 - alpha / 2, df)) * se if se > 0 else 0.0
+        vs_empty = own.copy()
+        vs_empty[-1] = -1.0
+        v_e, df_e = ms.variance(vs_empty)
+        lead = float(vs_empty @ ms.means)
+        learned_p = float(sps.t.sf(lead / math.sqrt(v_e), df_e)) if v_e > 0 else (0.0 if lead > 0 else 1.0)
+        lazy = collapsed(x[a].reshape(n_rep, n_img), truth_empty, empty[a].reshape(n_rep, n_img))
+        image_sd, model_sd, fold_sd, seed_sd = ms.components(own)
+        if unit == "seed" and n_rep >= 2:
+            seed_sd = model_sd
+        rows.append({"arch": archs[a], "score": float(ms.means[a]), "se": se, "ci_lo": ms.means[a] - half,
+                     "ci_hi": ms.means[a] + half, "n_models": n_rep, "collapsed": int(lazy.sum()),
+                     "learned_p": learned_p, "image_sd": image_sd, "replicate_sd": model_sd,
+                     "fold_sd": fold_sd, "seed_sd": seed_sd})
     table = pd.DataFrame(rows)
-    table.insert(table.columns.get_loc("perm_p") + 1, "perm_holm", holm(table["perm_p"].to_numpy()))
-    table["verdict"] = [_verdict(r, a == ref, n_seeds, alpha, sd[ref] if ref is not None else math.nan)
-                        for r, a in zip(table.itertuples(), order)]
+    # a seed's initial weights are shared by its folds' models: with one seed that effect is unmeasurable
+    one_seed = unit == "model" and n_seeds < 2
+    enough = n_rep >= min_replicates and not one_seed
+    compared = [a for a in range(n_archs) if enough and table.at[a, "learned_p"] < alpha]
+    table["learned"] = (table["learned_p"] < alpha) & (table["collapsed"] == 0)
+    pairs = _pairs(ms, compared, archs_b, alpha, rope) if len(compared) > 1 else pd.DataFrame(columns=PAIR_COLUMNS)
+    better = {(r.arch, r.other) for r in pairs.itertuples() if r.verdict == "better"}
+    names = [archs[a] for a in compared]
+    table["p_best"] = math.nan
+    table["rank_lo"] = math.nan
+    table["rank_hi"] = math.nan
+    table["in_best_set"] = False
+    if compared:
+        dfs = pairs["df"].to_numpy(dtype=float) if len(pairs) else np.array([math.inf])
+        table.loc[compared, "p_best"] = (_p_best(ms, compared, float(np.median(dfs)), n_draws, seed)
+                                         if len(compared) > 1 else 1.0)
+        for a in compared:
+            above = sum((o, archs[a]) in better for o in names)
+            below = sum((archs[a], o) in better for o in names)
+            table.loc[a, ["rank_lo", "rank_hi", "in_best_set"]] = [1 + above, len(compared) - below, above == 0]
+    table = table.sort_values("score", ascending=False, kind="stable").reset_index(drop=True)
+    best_set = table.loc[table["in_best_set"], "arch"].tolist()
+    verdicts = []
+    for row in table.itertuples():
+        if not row.learned_p < alpha:
+            text = NOT_LEARNED
+        elif not enough:
+            text = (ONE_SEED if one_seed and n_rep >= min_replicates else TOO_FEW).format(r=n_rep)
+        elif row.in_best_set:
+            text = BEST if len(best_set) == 1 and len(names) > 1 else BEST_SET.format(n=len(best_set))
+            leader = best_set[0]
+            if row.arch != leader:
+                eq = pairs[(pairs["arch"] == leader) & (pairs["other"] == row.arch) & (pairs["verdict"] == "equivalent")]
+                if len(eq):
+                    text += f"; equivalent to {leader} (within ±{rope:g})"
+        else:
+            text = WORSE.format(other=next(o for o in table["arch"] if (o, row.arch) in better))
+        if row.collapsed:
+            text += f"; {row.collapsed} of {n_rep} models did not learn"
+        verdicts.append(text)
+    table["verdict"] = verdicts
     table = table[COLUMNS]
-    table.attrs.update(n_images=n_images, n_seeds=n_seeds)
+    to_resolve = None
+    if n_archs > 1 and n_rep >= 2:
+        top, runner_up = table.at[0, "arch"], table.at[1, "arch"]
+        resolved = ((pairs["arch"] == top) & (pairs["other"] == runner_up) & (pairs["verdict"] == "better")).any()
+        if not resolved:
+            to_resolve = seeds_to_resolve(ms, archs.index(top), archs.index(runner_up),
+                                          n_archs * (n_archs - 1) // 2, alpha)
+    table.attrs.update(pairs=pairs, n_images=n_img, n_replicates=n_rep, replicate=unit, rope=rope, alpha=alpha,
+                       seeds_to_resolve=to_resolve)
     return table
-
-
-def _verdict(row: tuple, is_ref: bool, n_seeds: int, alpha: float, ref_sd: float) -> str:
-    """Plain words, in order: learned at all, significant after Holm, larger than the training noise."""
-    if not row.learned:
-        return NOT_LEARNED
-    if is_ref:
-        return BEST
-    if not row.perm_holm < alpha:
-        return NO_DIFFERENCE
-    if n_seeds == 1:
-        return ONE_SEED
-    if abs(row.diff) < 2 * max(row.seed_sd, ref_sd):
-        return SEED_NOISE
-    return WORSE

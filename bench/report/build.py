@@ -59,11 +59,15 @@ def _summary(run: RunData) -> dict[str, Any]:
         "recipes": sorted(set(board["recipe"].astype(str))), "runner_up": None,
         "baseline": run.baseline,
     }
+    pairs = run.pairs
     others = learned[learned["arch"] != best["arch"]]
-    if len(others):
+    if len(others) and not pairs.empty:
         row = others.iloc[0]
-        out["runner_up"] = {"arch": row["arch"], "diff": row["diff"], "lo": row["ci_lo"], "hi": row["ci_hi"],
-                            "p": row["perm_holm"], "verdict": row["verdict"]}
+        pair = pairs[(pairs["arch"] == best["arch"]) & (pairs["other"] == row["arch"])]
+        if len(pair):
+            p = pair.iloc[0]
+            out["runner_up"] = {"arch": row["arch"], "diff": p["diff"], "lo": p["ci_lo"], "hi": p["ci_hi"],
+                                "p": p["p_holm"], "verdict": row["verdict"]}
     return out
 
 
@@ -123,7 +127,7 @@ def context(run: RunData) -> dict[str, Any]:
         "manifest": run.manifest,
         "leaderboard": Markup(tables.leaderboard(run.board)),
         "confusion": Markup(tables.confusion(run.board)),
-        "significance": Markup(tables.significance(run.board)) if len(order) > 1 else None,
+        "significance": Markup(tables.significance(run.board, run.pairs)) if len(run.pairs) else None,
         "n_folds": int(run.oof_images["fold"].nunique()),
         "figures": _figures(run, order),
         "gallery": gallery.gallery_rows(run.gallery, run.board, run.oof_images) if run.gallery else [],

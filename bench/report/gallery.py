@@ -40,7 +40,8 @@ def css_colour(colour: np.ndarray) -> str:
 def gallery_rows(gallery: dict[str, np.ndarray], board: pd.DataFrame, per_image: pd.DataFrame) -> list[dict[str, Any]]:
     """One row per gallery image: its id and why it was chosen, the image, the truth, one tile per architecture
     (thresholded at that architecture's OOF threshold) with the per-image TGS score."""
-    thresholds = dict(zip(board["arch"], board["threshold"]))
+    # the gallery shows each architecture's lowest seed; its threshold is the first of the per-seed thresholds
+    thresholds = {a: float(str(t).split()[0]) for a, t in zip(board["arch"], board["threshold"])}
     order = [a for a in board["arch"] if f"probs_{a}" in gallery]
     seed0 = per_image[per_image["seed"] == per_image["seed"].min()]
     scores = seed0.set_index(["arch", "id"])["score"]

@@ -18,7 +18,6 @@ import yaml
 from bench import results
 from bench.errors import BenchError
 from bench.rundir import HISTORY, Cell, RunDir
-from bench.stats import fold_ratio
 
 
 @dataclass
@@ -40,10 +39,10 @@ class RunData:
     missing: list[tuple[str, int, int]] = field(default_factory=list)
     expected: int = 0
     baseline: float | None = None
-    test_train_ratio: float = float("nan")
     manifest: dict[str, Any] = field(default_factory=dict)  # aggregate.json
     classifier: pd.DataFrame = field(default_factory=pd.DataFrame)  # classifier.csv (runs with the head)
     comparisons: list[tuple[str, pd.DataFrame]] = field(default_factory=list)  # compare/<run>.csv, by run name
+    pairs: pd.DataFrame = field(default_factory=pd.DataFrame)  # pairs.csv: every compared pair and its verdict
 
     @property
     def has_cells(self) -> bool:
@@ -158,11 +157,11 @@ def load_run(run_dir: Path | RunDir) -> RunData:
         gallery=_gallery(run) if not cells.empty else None, missing=missing, expected=expected,
     )
     data.manifest = _read_json(run.aggregate_file)
+    if run.pairs_file.is_file():
+        data.pairs = _read_csv(run.pairs_file, {"arch": str, "other": str, "verdict": str})
     if data.empty_head and not cells.empty:
         data.classifier = _read_csv(run.classifier_file, {"arch": str, "split": str, "fold_head_cuts": str})
         data.comparisons = [(path.stem, _read_csv(path, {"arch": str, "split": str, "seeds": str}))
                             for path in sorted(run.compare_dir.glob("*.csv"))]
     data.baseline = results.ranked_baseline(data.manifest)
-    if run.data_file.is_file():
-        data.test_train_ratio = fold_ratio(run.load_data()["folds"])
     return data

@@ -10,7 +10,7 @@ import pandas as pd
 from pandas.io.formats.style import Styler
 
 # left-aligned; everything else is a number
-TEXT = {"arch", "encoder", "vs", "verdict", "members", "tta", "recipe", "tuned", "learned", "split", "head_a", "head_b",
+TEXT = {"arch", "other", "encoder", "vs", "threshold", "verdict", "members", "tta", "recipe", "tuned", "learned", "split", "head_a", "head_b",
         "head_cut", "fold_head_cuts"}
 BEST = "background-color: #d8f0dc; font-weight: 600"
 NA = "n/a"
@@ -22,7 +22,8 @@ LEADERBOARD: dict[str, tuple[str, str | Callable[[Any], str], str | None]] = {
     "score": ("score", "{:.4f}", "max"),
     "holdout_score": ("holdout TGS", "{:.4f}", "max"),
     "oof_score": ("OOF TGS (cross-fitted)", "{:.4f}", "max"),
-    "gap": ("gap (OOF − holdout)", "{:+.4f}", None),
+    "optimism": ("optimism (OOF − holdout)", "{:+.4f}", None),
+    "ensemble_score": ("fold ensemble", "{:.4f}", "max"),
     "p_best": ("P(best)", "{:.2f}", "max"),
     "rank_ci": ("rank 95%", "{}", None),
     "seed_sd": ("seed sd", "{:.4f}", None),
@@ -35,7 +36,7 @@ LEADERBOARD: dict[str, tuple[str, str | Callable[[Any], str], str | None]] = {
     "train_images_per_s": ("train img/s", "{:.0f}", "max"),
     "infer_images_per_s": ("infer img/s", "{:.0f}", "max"),
     "peak_mem_mb": ("peak mem (MB)", "{:.0f}", "min"),
-    "threshold": ("threshold (holdout)", "{:.2f}", None),
+    "threshold": ("threshold per seed", "{}", None),
     "oof_score_no_tta": ("OOF TGS (no TTA)", "{:.4f}", "max"),
     "oof_score_pooled_threshold": ("OOF TGS, threshold chosen on itself", "{:.4f}", None),
     "fold": ("OOF fold mean ± std", "{}", "max"),
@@ -86,7 +87,8 @@ def leaderboard(board: pd.DataFrame) -> str:
         if column in frame:
             frame[column] = frame[column].astype(int)
     frame["fold"] = [_mean_std(m, s) for m, s in zip(frame["fold_mean"], frame["fold_std"])]
-    frame["rank_ci"] = [f"{lo:.0f}–{hi:.0f}" if lo != hi else f"{lo:.0f}" for lo, hi in zip(frame["rank_lo"], frame["rank_hi"])]
+    frame["rank_ci"] = [NA if lo != lo else f"{lo:.0f}–{hi:.0f}" if lo != hi else f"{lo:.0f}"
+                        for lo, hi in zip(frame["rank_lo"], frame["rank_hi"])]
     frame["learned"] = ["yes" if v in (True, "True") else "no" for v in frame["learned"]]
     frame["tuned"] = ["" if pd.isna(v) else str(v) for v in frame["tuned"]]
     return _styled(frame, LEADERBOARD, "leaderboard", rank_by={"fold": "fold_mean"})
@@ -115,21 +117,19 @@ def _signed(value: float) -> str:
     return NA if math.isnan(value) else f"{value:+.4f}"
 
 
-def significance(board: pd.DataFrame) -> str:
-    """Each architecture against the best: the mean per-image difference, its interval and the tests of it."""
-    frame = board.copy()
+def significance(board: pd.DataFrame, pairs: pd.DataFrame) -> str:
+    """Every pair of compared architectures: the difference of expected scores, its interval (training noise and
+    images), the t test and its Holm adjustment over all pairs, and the verdict."""
+    frame = pairs.copy()
     frame["ci"] = [NA if math.isnan(lo) else f"[{lo:+.4f}, {hi:+.4f}]" for lo, hi in zip(frame["ci_lo"], frame["ci_hi"])]
-    frame["vs"] = ["" if pd.isna(v) else str(v) for v in frame["vs"]]
     spec = {
         "arch": ("architecture", "{}", None),
-        "vs": ("vs", "{}", None),
-        "diff": ("mean difference", _signed, None),
-        "ci": ("95% bootstrap CI", "{}", None),
-        "perm_p": ("sign-flip p", _p, None),
-        "perm_holm": ("p (Holm)", _p, None),
-        "nb_t": ("NB t", lambda v: NA if math.isnan(v) else f"{v:+.2f}", None),
-        "nb_p": ("NB p", _p, None),
-        "learned_p": ("p vs no salt", _p, None),
+        "other": ("vs", "{}", None),
+        "diff": ("difference", _signed, None),
+        "ci": ("95% CI", "{}", None),
+        "df": ("df", lambda v: NA if math.isnan(v) else f"{v:.1f}", None),
+        "p": ("p", _p, None),
+        "p_holm": ("p (Holm, all pairs)", _p, None),
         "verdict": ("verdict", "{}", None),
     }
     return _styled(frame, spec, "significance")
