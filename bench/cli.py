@@ -203,7 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "and postprocess.json (no test prediction)")
     p.set_defaults(func=_cmd_predict)
 
-    p = sub.add_parser("compare", help="pair two runs that differ only in protocol.empty_head, per architecture and image")
+    p = sub.add_parser("compare", help="B - A per architecture of two runs on the same images, paired by model and image")
     p.add_argument("run_a", help="the baseline run directory (e.g. without the head)")
     p.add_argument("run_b", help="the changed run directory (e.g. with the head); the difference is B - A")
     p.add_argument("--out", default=None, help="CSV of the table (default: RUN_B/compare/<RUN_A name>.csv)")

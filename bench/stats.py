@@ -263,10 +263,10 @@ def _pairs(ms: Crossed, idx: list[int], archs: Sequence[str], alpha: float, rope
     verdicts = []
     for row in table.itertuples():
         tost = float(sps.t.ppf(1 - alpha / m, row.df)) * row.se if row.se > 0 else 0.0
-        if row.p_holm < alpha:
-            verdicts.append("better")
-        elif abs(row.diff) + tost < rope:
+        if abs(row.diff) + tost < rope:  # inside the ROPE: a difference too small to matter, significant or not
             verdicts.append("equivalent")
+        elif row.p_holm < alpha:
+            verdicts.append("better")
         else:
             verdicts.append("unresolved")
     table["verdict"] = verdicts
@@ -302,6 +302,40 @@ def seeds_to_resolve(ms: Crossed, first: int, second: int, n_pairs: int, alpha: 
         if var > 0 and r >= MIN_REPLICATES and gap / math.sqrt(var) > sps.t.ppf(1 - alpha / (2 * n_pairs), r - 1):
             return seeds
     return None
+
+
+@dataclass(frozen=True)
+class Difference:
+    """A paired difference of expected scores (B - A) with its uncertainty from models and images."""
+
+    diff: float
+    se: float
+    df: float
+    ci_lo: float
+    ci_hi: float
+    p: float
+    n_models: int
+    n_images: int
+    claimable: bool  # enough trained models (and seeds) for a claim
+
+
+def difference(b: np.ndarray, a: np.ndarray, *, alpha: float = 0.05,
+               min_replicates: int = MIN_REPLICATES) -> Difference:
+    """B - A for two (folds, seeds, images) score arrays paired by model and image (NaN where not scored, in the
+    same places), by the same crossed model as ``verdict_table``; p and CI are NaN when no claim can be made."""
+    x, unit = replicates(np.stack([np.asarray(b, dtype=np.float64), np.asarray(a, dtype=np.float64)]))
+    ms = Crossed.of(x)
+    var, df = ms.variance(np.array([1.0, -1.0]))
+    diff = float(ms.means[0] - ms.means[1])
+    claimable = ms.n_rep >= min_replicates and (unit == "seed" or ms.n_seeds >= 2)
+    if not claimable:
+        return Difference(diff, math.nan, math.nan, math.nan, math.nan, math.nan, ms.n_rep, ms.n_img, False)
+    se = math.sqrt(var)
+    if se == 0:
+        return Difference(diff, 0.0, df, diff, diff, 0.0 if diff else 1.0, ms.n_rep, ms.n_img, True)
+    half = float(sps.t.ppf(1 - alpha / 2, df)) * se
+    return Difference(diff, se, df, diff - half, diff + half, float(2 * sps.t.sf(abs(diff) / se, df)), ms.n_rep,
+                      ms.n_img, True)
 
 
 def verdict_table(scores: np.ndarray, archs: Sequence[str], *, truth_empty: np.ndarray, pred_empty: np.ndarray,

@@ -161,7 +161,7 @@ def load_run(run_dir: Path | RunDir) -> RunData:
         data.pairs = _read_csv(run.pairs_file, {"arch": str, "other": str, "verdict": str})
     if data.empty_head and not cells.empty:
         data.classifier = _read_csv(run.classifier_file, {"arch": str, "split": str, "fold_head_cuts": str})
-        data.comparisons = [(path.stem, _read_csv(path, {"arch": str, "split": str, "seeds": str}))
+        data.comparisons = [(path.stem, _read_csv(path, {"arch": str, "split": str, "differences": str, "verdict": str}))
                             for path in sorted(run.compare_dir.glob("*.csv"))]
     data.baseline = results.ranked_baseline(data.manifest)
     return data

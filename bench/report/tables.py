@@ -10,8 +10,8 @@ import pandas as pd
 from pandas.io.formats.style import Styler
 
 # left-aligned; everything else is a number
-TEXT = {"arch", "other", "encoder", "vs", "threshold", "verdict", "members", "tta", "recipe", "tuned", "learned", "split", "head_a", "head_b",
-        "head_cut", "fold_head_cuts"}
+TEXT = {"arch", "differences", "encoder", "fold_head_cuts", "head_a", "head_b", "head_cut", "learned", "members",
+        "other", "recipe", "split", "threshold", "tta", "tuned", "verdict", "vs"}
 BEST = "background-color: #d8f0dc; font-weight: 600"
 NA = "n/a"
 
@@ -228,9 +228,12 @@ def comparison(frame: pd.DataFrame) -> str:
         "head_b": ("B: empty_head", "{}", None),
         "score_a": ("score A", "{:.4f}", None),
         "score_b": ("score B", "{:.4f}", None),
-        "diff": ("mean difference B − A", _signed, None),
-        "ci": ("95% bootstrap CI", "{}", None),
-        "perm_p": ("sign-flip p", _p, None),
-        "perm_holm": ("p (Holm)", _p, None),
+        "n_models": ("models", "{:d}", None),
+        "diff": ("B − A", _signed, None),
+        "ci": ("95% CI", "{}", None),
+        "p": ("p", _p, None),
+        "p_holm": ("p (Holm)", _p, None),
+        "verdict": ("verdict", "{}", None),
+        "differences": ("the runs differ in", "{}", None),
     }
     return _styled(frame, spec, "comparison")
