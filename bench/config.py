@@ -118,6 +118,9 @@ class ProtocolConfig:
     checkpoint: str = field(default="final", metadata=_range(choices=("final", "crossfit")))
     grad_clip: float | None = field(default=None, metadata=_range(0))
     empty_head: EmptyHeadConfig | None = None
+    # region of practical equivalence of the verdict, in TGS points: two architectures whose difference is shown to
+    # lie inside +-rope are "equivalent" (README, "The verdict")
+    rope: float = field(default=0.01, metadata=_range(0, 1))
 
 
 PRECISIONS = ("auto", "float32", "bfloat16")  # runtime.precision

@@ -339,8 +339,9 @@ def aggregate(run_dir: Path | RunDir, *, allow_mixed: bool = False) -> tuple[pd.
     groups = {(arch, seed): _score_group(run, arch, seed, group, data, index, classes, held)
               for (arch, seed), group in cells.groupby(["arch", "seed"], sort=True)}
     ranked = _ranked(run, groups, held)
+    rope = run.protocol().get("protocol", {}).get("protocol", {}).get("rope", stats.ROPE)
     verdict = stats.verdict_table(ranked.scores, ranked.archs, truth_empty=ranked.truth_empty,
-                                  pred_empty=ranked.pred_empty)
+                                  pred_empty=ranked.pred_empty, rope=rope)
     per_seed = pd.DataFrame([g.row for g in groups.values()])
     numeric = {c: "mean" for c in per_seed.columns if pd.api.types.is_numeric_dtype(per_seed[c])}
     board = per_seed.groupby("arch", sort=False).agg(

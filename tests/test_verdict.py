@@ -11,9 +11,10 @@ import pandas as pd
 import pytest
 import torch
 
-from bench import config, rundir, runner
+from bench import config, results, rundir, runner, stats
 from bench.data import tgs
 from bench.data.partition import partition
+from bench.errors import BenchError
 from bench.results import LEAD_COLUMNS
 from bench.rundir import Cell, RunDir
 from bench.train import DeviceData, train_cell
@@ -127,15 +128,65 @@ def test_leaderboard_leads_with_the_columns_outside_tools_read(tiny_dataset: Pat
     assert list(on_disk.columns[: len(LEAD_COLUMNS)]) == LEAD_COLUMNS
     assert set(on_disk["score_source"]) == {"holdout"}
     assert np.allclose(on_disk["score"], on_disk["holdout_score"])
-    assert np.allclose(on_disk["gap"], on_disk["oof_score"] - on_disk["holdout_score"])
+    assert np.allclose(on_disk["optimism"], on_disk["oof_score"] - on_disk["holdout_score"])
+    assert np.allclose(on_disk["ensemble_gain"], on_disk["ensemble_score"] - on_disk["holdout_score"])
     assert set(on_disk["recipe"]) == {"shared"}
-    assert on_disk["p_best"].sum() == pytest.approx(1.0)
-    # one epoch on 36 images learns nothing: the board says so instead of drawing a comparison
+    # 2 folds x 1 seed: two trained models per architecture claim no P(best), rank or comparison
+    assert on_disk["p_best"].isna().all() and on_disk["rank_lo"].isna().all()
+    assert (on_disk["n_models"] == 2).all()
     for row in on_disk.itertuples():
-        if not row.learned:
-            assert row.verdict.startswith("did not learn")
+        assert row.verdict.startswith("did not learn") or row.verdict == stats.TOO_FEW.format(r=2)
+    # the ranked score is the mean of the models' own holdout scores; the ensemble is scored beside it
+    per_image = pd.read_csv(tmp_path / "run" / "per_image.csv", dtype={"id": str})
+    models = per_image[per_image["split"] == "holdout"]
+    assert set(models["fold"]) == {0, 1} and set(per_image.loc[per_image["split"] == "ensemble", "fold"]) == {-1}
+    means = models.groupby("arch")["score"].mean()
+    assert np.allclose(on_disk.set_index("arch")["score"], means.loc[on_disk["arch"]])
 
 
+def _four_models(tiny_dataset: Path, tmp_path: Path) -> tuple[config.Config, RunDir]:
+    """unet and linknet, 2 folds x 2 seeds, with a holdout: four trained models each."""
+    cfg = config.load([QUICK], tiny_overrides(tiny_dataset, **{"protocol.epochs": 1, "data.holdout": 0.25,
+                                                                "protocol.seeds": "[0, 1]"}))
+    run = RunDir(tmp_path / "run")
+    runner.run(cfg, run.path, archs=["unet", "linknet"], progress=False)
+    return cfg, run
+
+
+def test_partial_runs_rank_the_complete_and_say_what_the_others_lack(tiny_dataset: Path, tmp_path: Path) -> None:
+    cfg, run = _four_models(tiny_dataset, tmp_path)
+    board = pd.read_csv(run.leaderboard_file)
+    assert (board["n_models"] == 4).all() and set(board["score_source"]) == {"holdout"}
+    manifest = rundir.atomic.read_json(run.aggregate_file)
+    assert set(manifest["cells"]) == {f"{a}/fold{f}-seed{s}" for a in ("unet", "linknet") for f in (0, 1)
+                                      for s in (0, 1)}
+    assert manifest["variance"]["unet"]["n_models"] == 4 and manifest["incomplete"] == {}
+    # a retrained fold of linknet: its old holdout prediction is not scored, linknet is listed as incomplete
+    metrics_path = run.cell_dir(Cell("linknet", 1, 1)) / rundir.METRICS
+    record = rundir.atomic.read_json(metrics_path)
+    record["cell_hash"] = "0" * 16
+    rundir.atomic.write_json(metrics_path, record)
+    board = results.current(run)[0].set_index("arch")
+    assert np.isnan(board.loc["linknet", "score"]) and board.loc["unet", "score_source"] == "holdout"
+    assert board.loc["linknet", "verdict"] == "incomplete: seed 1 has no current holdout prediction"
+    # a cell not trained: named
+    (run.cell_dir(Cell("linknet", 0, 0)) / rundir.METRICS).unlink()
+    board = results.current(run)[0].set_index("arch")
+    assert board.loc["linknet", "verdict"].startswith("incomplete: fold0-seed0 not trained")
+    # no seed finished by every architecture: one line naming what is missing
+    for fold in (0, 1):
+        (run.cell_dir(Cell("unet", fold, 1)) / rundir.METRICS).unlink()
+    (run.cell_dir(Cell("linknet", 1, 0)) / rundir.METRICS).unlink()
+    with pytest.raises(BenchError, match="no seed has finished cells of every architecture.*fold1-seed1 not trained"):
+        results.aggregate(run)
+
+
+def test_the_aggregate_is_checked_against_what_it_was_built_from(tiny_dataset: Path, tmp_path: Path) -> None:
+    _, run = _four_models(tiny_dataset, tmp_path)
+    first = run.leaderboard_file.read_text()
+    run.leaderboard_file.write_text("garbage\n")  # a table changed behind the record: rebuilt, not shown
+    board, _ = results.current(run)
+    assert run.leaderboard_file.read_text() == first and len(board) == 2
 def test_validation_every_tenth_epoch_and_the_last_unless_selection_needs_them_all() -> None:
     from bench.train import validates
 
