@@ -187,8 +187,8 @@ def _classifier_rows(arch: str, seed: int, probs: np.ndarray, head: np.ndarray, 
     and as an image-level empty cut against the peak-probability cut and no cut, per split.
 
     OOF scores are cross-fitted (each fold's threshold and cuts decided on the other folds; NaN with one fold
-    done); holdout scores apply the decisions taken on the pooled OOF, so ``score_both_cuts`` on the holdout is
-    the leaderboard's ``holdout_score``. ``head_cut`` is the pooled OOF's cut (the holdout's and the test set's),
+    done); holdout scores are the fold ensemble's under the decisions taken on the pooled OOF, so
+    ``score_both_cuts`` on the holdout is the leaderboard's ``ensemble_score``. ``head_cut`` is the pooled OOF's cut (the holdout's and the test set's),
     ``fold_head_cuts`` each fold's own.
     """
     crossfit = np.unique(folds).size > 1

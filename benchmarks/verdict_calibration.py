@@ -11,8 +11,9 @@ seeds of a fold, a seed effect g shared by the folds of a seed, a model effect h
 
 - under the null (all mu equal): the family-wise rate of any better/worse claim (and of any row left out of
   the best set), with its Monte Carlo standard error;
-- power: the share of runs that call the best better than every other, at true leads of 0.01 and 0.02;
-- coverage of the rank intervals (every architecture's true rank inside its interval, simultaneously);
+- power at a true best 0.01 and 0.02 ahead of five equal others: the share of its comparisons called "better",
+  and the share of runs that call it best alone;
+- coverage of the rank intervals (every architecture's interval true, simultaneously), null and leads together;
 - calibration of P(best): claims binned, claimed against observed frequency of being the true best, over
   runs whose true means are drawn at random (spread ``--spread``).
 
@@ -56,33 +57,49 @@ def run_verdict(y: np.ndarray, truth_empty: np.ndarray) -> "stats.pd.DataFrame":
                                n_draws=4000)
 
 
+def _covered(table: "stats.pd.DataFrame", mu: np.ndarray) -> bool:
+    """Every rank interval true at once: at least rank_lo - 1 architectures truly better, at least n - rank_hi
+    truly worse (with ties in the truth, tied architectures are neither)."""
+    true = {f"a{k}": m for k, m in enumerate(mu)}
+    n = len(mu)
+    for arch, lo, hi in zip(table["arch"], table["rank_lo"], table["rank_hi"]):
+        better = sum(m > true[arch] for m in true.values())
+        worse = sum(m < true[arch] for m in true.values())
+        if lo - 1 > better or n - hi > worse:
+            return False
+    return True
+
+
 def null_and_power(r: int, args: argparse.Namespace, rng: np.random.Generator) -> dict[str, float]:
+    """Under the null: any false better/worse claim, any row left out of the best set, rank coverage. With a true
+    best ahead of five equal others by 0.01 and 0.02: the share of its five comparisons called "better", the share
+    of runs calling it best alone, and rank coverage. NaN where the design makes no claim."""
     folds, seeds = DESIGNS[r]
-    out: dict[str, float] = {}
     base = np.full(N_ARCHS, args.level)
-    false_any, excluded, cover = 0, 0, 0
+    tallies: dict[str, list[float]] = {"fwer": [], "excluded": [], "coverage": []}
     for _ in range(args.runs):
         table = run_verdict(*simulate(rng, base, folds, seeds, args))
+        if table["p_best"].isna().all():
+            return {"claims": 0.0}
         pairs = table.attrs["pairs"]
-        false_any += bool(len(pairs) and (pairs["verdict"] == "better").any())
-        excluded += bool((~table["in_best_set"]).any() & (table["n_models"] >= stats.MIN_REPLICATES).all())
-    out["fwer"] = false_any / args.runs
-    out["fwer_se"] = math.sqrt(out["fwer"] * (1 - out["fwer"]) / args.runs) if args.runs else math.nan
-    out["excluded"] = excluded / args.runs
+        tallies["fwer"].append(float((pairs["verdict"] == "better").any()))
+        tallies["excluded"].append(float((~table["in_best_set"]).any()))
+        tallies["coverage"].append(float(_covered(table, base)))
     for lead in (0.01, 0.02):
         mu = base.copy()
         mu[0] += lead
-        mu[1:] -= np.linspace(0, 0.03, N_ARCHS - 1)  # distinct true ranks below the best
-        hits = 0
+        called, alone = [], []
         for _ in range(args.runs):
             table = run_verdict(*simulate(rng, mu, folds, seeds, args))
-            hits += bool(table.at[0, "arch"] == "a0" and table.at[0, "verdict"] == stats.BEST)
-            truth = {f"a{k}": rank for rank, k in enumerate(np.argsort(-mu), start=1)}
-            ok = table["rank_lo"].notna().all() and all(lo <= truth[a] <= hi for a, lo, hi in
-                                                        zip(table["arch"], table["rank_lo"], table["rank_hi"]))
-            cover += bool(ok)
-        out[f"power_{lead}"] = hits / args.runs
-    out["coverage"] = cover / (2 * args.runs)
+            pairs = table.attrs["pairs"]
+            called.append(float(((pairs["arch"] == "a0") & (pairs["verdict"] == "better")).sum() / (N_ARCHS - 1)))
+            alone.append(float(table.at[0, "arch"] == "a0" and table.at[0, "verdict"] == stats.BEST))
+            tallies["coverage"].append(float(_covered(table, mu)))
+        tallies[f"power_{lead}"] = called
+        tallies[f"alone_{lead}"] = alone
+    out = {k: float(np.mean(v)) for k, v in tallies.items()}
+    out["fwer_se"] = math.sqrt(out["fwer"] * (1 - out["fwer"]) / args.runs)
+    out["claims"] = 1.0
     return out
 
 
@@ -110,6 +127,43 @@ def calibration(r: int, args: argparse.Namespace, rng: np.random.Generator) -> l
     return rows
 
 
+def measured(run_dir: Path) -> dict[str, float]:
+    """The simulator's components measured on a finished run's holdout predictions (per_image.csv, split holdout):
+    per architecture from ``bench.stats.Crossed``, averaged over architectures (SDs via their variances); the
+    architecture-by-image SD from the image component of every pairwise difference (halved variance)."""
+    import pandas as pd
+
+    per_image = pd.read_csv(run_dir / "per_image.csv", dtype={"id": str})
+    held = per_image[per_image["split"] == "holdout"]
+    archs = sorted(held["arch"].unique())
+    arrays = []
+    for arch in archs:
+        rows = held[held["arch"] == arch]
+        folds, seeds, ids = (sorted(rows[c].unique()) for c in ("fold", "seed", "id"))
+        table = rows.set_index(["fold", "seed", "id"])["score"]
+        arrays.append(np.array([[[table[(f, s, i)] for i in ids] for s in seeds] for f in folds]))
+    x = np.stack(arrays)
+    ms = stats.Crossed.of(x)
+    var = {k: [] for k in ("image", "model", "fold", "seed", "residual", "arch_image")}
+    for a in range(len(archs)):
+        c = np.eye(len(archs))[a]
+        image, model, fold, seed = ms.components(c)
+        var["image"].append(image ** 2)
+        var["model"].append(max(model ** 2 - fold ** 2 - seed ** 2, 0.0))
+        var["fold"].append(fold ** 2)
+        var["seed"].append(seed ** 2)
+        var["residual"].append(float(c @ ms.res @ c))
+        for b in range(a + 1, len(archs)):
+            var["arch_image"].append(ms.components(c - np.eye(len(archs))[b])[0] ** 2 / 2)
+    arch_image = float(np.mean(var["arch_image"]))
+    return {"image_sd": math.sqrt(max(float(np.mean(var["image"])) - arch_image, 0.0)),
+            "arch_image_sd": math.sqrt(arch_image), "fold_sd": math.sqrt(float(np.mean(var["fold"]))),
+            "seed_sd": math.sqrt(float(np.mean(var["seed"]))), "model_sd": math.sqrt(float(np.mean(var["model"]))),
+            "residual_sd": math.sqrt(float(np.mean(var["residual"]))), "images": x.shape[-1],
+            "empty_share": float(held.drop_duplicates("id")["empty_truth"].mean()),
+            "level": float(held["score"].mean())}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--runs", type=int, default=400, help="simulated runs per cell of the table")
@@ -126,23 +180,34 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--residual-sd", type=float, default=0.20)
     p.add_argument("--spread", type=float, default=0.015, help="SD of the true means in the calibration runs")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--from-run", type=Path, default=None,
+                   help="measure the components on this finished run's holdout predictions instead")
     args = p.parse_args(argv)
+    if args.from_run is not None:
+        for key, value in measured(args.from_run).items():
+            setattr(args, key, value)
+        print(f"components measured on {args.from_run} (per_image.csv, holdout predictions of every model)")
     rng = np.random.default_rng(args.seed)
-    print("components (SD, TGS points): " + ", ".join(f"{k} {getattr(args, k)}" for k in (
+    print("components (SD, TGS points): " + ", ".join(f"{k} {getattr(args, k):.4f}" for k in (
         "image_sd", "arch_image_sd", "fold_sd", "seed_sd", "model_sd", "residual_sd")))
     print(f"{N_ARCHS} architectures, {args.images} images, {args.runs} runs per cell, alpha 0.05, rope {stats.ROPE}")
     print()
-    print("| R (folds x seeds) | false claims under the null (MC se) | row left out of best set | "
-          "power at +0.01 | power at +0.02 | rank-interval coverage | s |")
-    print("|---|---|---|---|---|---|---|")
+    print("| R (folds x seeds) | any false claim, null (MC se) | a row left out of the best set, null | "
+          "power +0.01 (best vs each) | power +0.02 (best vs each) | best alone at +0.02 | "
+          "rank intervals all true | s |")
+    print("|---|---|---|---|---|---|---|---|")
     reps = [int(r) for r in args.replicates.split(",")]
     for r in reps:
         t0 = time.perf_counter()
         out = null_and_power(r, args, rng)
         folds, seeds = DESIGNS[r]
+        if not out["claims"]:
+            print(f"| {r} ({folds}x{seeds}) | no claims: too few models or one seed | | | | | | "
+                  f"{time.perf_counter() - t0:.0f} |", flush=True)
+            continue
         print(f"| {r} ({folds}x{seeds}) | {out['fwer']:.3f} ({out['fwer_se']:.3f}) | {out['excluded']:.3f} | "
-              f"{out['power_0.01']:.3f} | {out['power_0.02']:.3f} | {out['coverage']:.3f} | "
-              f"{time.perf_counter() - t0:.0f} |", flush=True)
+              f"{out['power_0.01']:.3f} | {out['power_0.02']:.3f} | {out['alone_0.02']:.3f} | "
+              f"{out['coverage']:.3f} | {time.perf_counter() - t0:.0f} |", flush=True)
     print()
     print("P(best) calibration (claims >= 0.5; true means drawn with SD --spread):")
     print("| R | bin | claims | mean claimed | observed |")
