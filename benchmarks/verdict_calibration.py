@@ -178,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed-sd", type=float, default=0.005)
     p.add_argument("--model-sd", type=float, default=0.02)
     p.add_argument("--residual-sd", type=float, default=0.20)
-    p.add_argument("--spread", type=float, default=0.015, help="SD of the true means in the calibration runs")
+    p.add_argument("--spread", type=float, default=0.03, help="SD of the true means in the calibration runs")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--from-run", type=Path, default=None,
                    help="measure the components on this finished run's holdout predictions instead")
@@ -215,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     for r in reps:
         rows = calibration(r, args, rng)
         if not rows:
-            print(f"| {r} | no P(best) is claimed with fewer than {stats.MIN_REPLICATES} models | | | |")
+            print(f"| {r} | no P(best): fewer than {stats.MIN_REPLICATES} models or one seed | | | |")
         for name, n, claimed, seen in rows:
             print(f"| {r} | {name} | {n} | {claimed:.3f} | {seen:.3f} |", flush=True)
     return 0
