@@ -89,6 +89,16 @@ def test_make_deterministic_keeps_parameter_names_outputs_and_cost(name: str) ->
     assert architectures.describe(model, input_size=64) == architectures.describe(library, input_size=64)
 
 
+@pytest.mark.parametrize("name", ["pspnet", "deeplabv3plus"])  # between them, every replacement module
+def test_torch_compile_traces_a_prepared_model_without_a_graph_break(name: str) -> None:
+    """``runtime.compile`` on a deterministic CUDA run compiles these models: the matrices are built inside the graph
+    (Dynamo only, the eager backend: no code generation)."""
+    torch.manual_seed(0)
+    model = architectures.make_deterministic(architectures.create(name, encoder="tu-test_resnet", in_channels=1)).eval()
+    explained = torch._dynamo.explain(model)(torch.randn(2, 1, 64, 64))
+    assert (explained.graph_count, explained.graph_break_count) == (1, 0), explained.break_reasons
+
+
 @pytest.mark.parametrize("cfg_name", ["quick", "benchmark"])
 @pytest.mark.parametrize("name", NAMES)
 def test_the_replacement_ops_equal_the_library_ops(det_ops: ModuleType, cfg_name: str, name: str) -> None:
