@@ -25,10 +25,16 @@ Defaults, and why they suit 101x101 images padded to 128x128:
 architecture (global average pool of the deepest encoder features -> dropout -> linear(C, 1)), and the
 model returns ``(mask_logits, empty_logits)``; without it the model is exactly the one above.
 
+``make_deterministic(model)`` swaps the bilinear upsampling and adaptive average pooling of any of them for
+fixed-matrix products, whose CUDA backward is deterministic (``architectures.deterministic``); on the CPU the
+library operations are deterministic already.
+
 Encoder weights default to ``None`` (random init, offline). ``"imagenet"`` downloads through smp;
 without network ``create`` raises ``WeightsUnavailable`` saying so in one line.
 """
 from architectures.describe import describe
+from architectures.deterministic import make_deterministic
 from architectures.registry import ARCHITECTURES, EMPTY_HEAD_DEFAULTS, WeightsUnavailable, create, names
 
-__all__ = ["ARCHITECTURES", "EMPTY_HEAD_DEFAULTS", "WeightsUnavailable", "create", "describe", "names"]
+__all__ = ["ARCHITECTURES", "EMPTY_HEAD_DEFAULTS", "WeightsUnavailable", "create", "describe", "make_deterministic",
+           "names"]

@@ -7,6 +7,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from architectures.deterministic import AdaptiveAvgPool, BilinearResize
+
 
 def _first_conv(model: nn.Module) -> nn.Conv2d:
     """The stem conv, whose input channels are the model's."""
@@ -19,7 +21,8 @@ def describe(model: nn.Module, input_size: int = 128, in_channels: int | None = 
     - ``params``: parameters that receive a gradient in a forward/backward pass, i.e. the model's real
       size; ``dead_params`` is the rest (0 for every architecture ``create`` builds).
     - ``macs``: conv and linear multiply-accumulates of one forward pass (``FlopCounterMode`` flops / 2;
-      pooling, normalisation and interpolation are not counted).
+      pooling, normalisation and interpolation are not counted, also where ``make_deterministic`` computes
+      them as matrix products: the same model has the same ``macs`` either way).
     - ``output_stride``: input size over the size of the encoder's deepest feature map.
 
     Works on a copy in eval mode with its own random generator: the caller's weights, batch-norm
@@ -45,11 +48,13 @@ def describe(model: nn.Module, input_size: int = 128, in_channels: int | None = 
     loss = sum((o * torch.randn(o.shape, generator=generator).to(device=device, dtype=o.dtype)).sum() for o in outputs)
     loss.backward()
 
+    matrix_ops = sum(sum(counter.get_flop_counts().get(f"{type(probe).__name__}.{name}", {}).values())
+                     for name, module in probe.named_modules() if isinstance(module, (BilinearResize, AdaptiveAvgPool)))
     total = sum(p.numel() for p in probe.parameters())
     live = sum(p.numel() for p in probe.parameters() if p.grad is not None)
     return {
         "params": live,
         "dead_params": total - live,
-        "macs": counter.get_total_flops() // 2,
+        "macs": (counter.get_total_flops() - matrix_ops) // 2,
         "output_stride": input_size // deepest[0],
     }

@@ -33,6 +33,9 @@ Image-level head: ``classification_head`` is ``None``, or a module on the encode
 (``architectures.create(empty_head=...)`` attaches the one every architecture gets); the model then
 returns ``(mask_logits, class_logits)``, as smp's models do.
 
+Bilinear upsampling (fusion, final) runs in ``BilinearResize`` modules: torch's ``F.interpolate``, or fixed-matrix
+products after ``architectures.make_deterministic`` (deterministic on CUDA).
+
 Light variant (``variant="light"``, Nekrasov et al.): no RCUs at all, and every 3x3 conv of the
 decoder (adaptation, fusion, CRP) becomes 1x1; the 3x3 classifier stays. Same widths and CRP.
 """
@@ -44,6 +47,8 @@ import torch
 import torch.nn.functional as F
 from segmentation_models_pytorch.encoders import get_encoder
 from torch import nn
+
+from architectures.deterministic import BilinearResize
 
 LEVELS = ("refinenet4", "refinenet3", "refinenet2", "refinenet1")
 """Block names, deepest first; they consume encoder stages 5, 4, 3, 2 (strides 32, 16, 8, 4)."""
@@ -103,6 +108,7 @@ class RefineNetBlock(nn.Module):
         self.rcus = nn.ModuleList(nn.Sequential(*(ResidualConvUnit(w, norm) for _ in range(rcus))) for w in in_widths)
         self.fuse = (nn.ModuleList(_conv(w, self.width, kernel, norm=norm) for w in in_widths)
                      if len(in_widths) > 1 else None)
+        self.resize = BilinearResize(align_corners=False) if self.fuse is not None else None
         self.crp = ChainedResidualPooling(self.width, crp_blocks, kernel, norm)
         self.out = nn.Sequential(*(ResidualConvUnit(self.width, norm) for _ in range(output_rcus)))
 
@@ -112,13 +118,12 @@ class RefineNetBlock(nn.Module):
             x = paths[0]
         else:
             size = max((p.shape[-2:] for p in paths), key=lambda s: s[0] * s[1])
-            x = sum(_resize(conv(p), size) for conv, p in zip(self.fuse, paths))
+            x = sum(self._resize(conv(p), size) for conv, p in zip(self.fuse, paths))
         return self.out(self.crp(x))
 
-
-def _resize(x: torch.Tensor, size: torch.Size) -> torch.Tensor:
-    """Bilinear upsampling, skipped when the map already has the target size."""
-    return x if x.shape[-2:] == size else F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+    def _resize(self, x: torch.Tensor, size: torch.Size) -> torch.Tensor:
+        """Bilinear upsampling, skipped when the map already has the target size."""
+        return x if x.shape[-2:] == size else self.resize(x, size)
 
 
 class RefineNet(nn.Module):
@@ -164,6 +169,7 @@ class RefineNet(nn.Module):
             *(ResidualConvUnit(previous, decoder_norm) for _ in range(0 if light else 2)),
             nn.Conv2d(previous, classes, 3, padding=1, bias=True),
         )
+        self.upsample = BilinearResize(align_corners=False)
         self.classification_head: nn.Module | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
@@ -174,7 +180,7 @@ class RefineNet(nn.Module):
         for level, feature in zip(LEVELS, features[2:][::-1], strict=True):
             path = self.adapt[level](feature)
             y = self.blocks[level](path) if y is None else self.blocks[level](path, y)
-        masks = F.interpolate(self.head(y), size=x.shape[-2:], mode="bilinear", align_corners=False)
+        masks = self.upsample(self.head(y), x.shape[-2:])
         if self.classification_head is None:
             return masks
         return masks, self.classification_head(features[-1])

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from architectures.deterministic import resize_bilinear
 from bench.config import InputConfig
 
 #: what ``runtime.precision: auto`` means per device type (float32 on any other)
@@ -46,10 +47,17 @@ def to_network(x: torch.Tensor, cfg: InputConfig) -> torch.Tensor:
     return F.pad(x, (left, cfg.size - w - left, top, cfg.size - h - top), mode="reflect")
 
 
-def from_network(logits: torch.Tensor, cfg: InputConfig, size: tuple[int, int]) -> torch.Tensor:
-    """Crop (or resize) network logits back to the original ``size``, before any loss or metric."""
+def from_network(logits: torch.Tensor, cfg: InputConfig, size: tuple[int, int], *,
+                 deterministic: bool = False) -> torch.Tensor:
+    """Crop (or resize) network logits back to the original ``size``, before any loss or metric.
+
+    ``deterministic``: resize with ``architectures.deterministic.resize_bilinear`` (fixed-matrix products, whose
+    backward is deterministic on CUDA) instead of ``F.interpolate``; the trainer's loss asks for it where
+    ``runtime.deterministic_kernels`` says. Without gradients (prediction) torch's kernel is deterministic."""
     h, w = size
     if cfg.mode == "resize":
+        if deterministic:
+            return resize_bilinear(logits, size, align_corners=False)
         return F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
     top, left = (cfg.size - h) // 2, (cfg.size - w) // 2
     return logits[..., top : top + h, left : left + w]

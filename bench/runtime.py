@@ -14,7 +14,9 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
+import architectures
 from bench import inference
 from bench.config import CONFIG_DIR, Config, RuntimeConfig
 from bench.errors import BenchError
@@ -50,28 +52,59 @@ def workers(runtime: RuntimeConfig) -> int:
 CUBLAS_WORKSPACE = ":4096:8"  # what cuBLAS needs for reproducible results (CUDA's reproducibility notes)
 
 
+def _cuda_used() -> bool:
+    """Whether this process has put anything on a GPU: a cuBLAS call needs tensors there, so without any it cannot
+    have run (starting CUDA to ask for the device's name or memory allocates nothing)."""
+    return torch.cuda.is_initialized() and any(
+        torch.cuda.memory_stats(i).get("allocation.all.allocated", 0) for i in range(torch.cuda.device_count()))
+
+
 def set_determinism(deterministic: bool) -> None:
     """Make CUDA kernels reproducible on one GPU type, or let them be fast.
 
     Deterministic: cuDNN picks deterministic algorithms without autotuning, torch uses the deterministic
-    implementation of every op that has one and warns (once per op) where none exists, and cuBLAS gets a fixed
-    workspace. ``CUBLAS_WORKSPACE_CONFIG`` is read when CUDA starts, so this runs before anything touches the
-    GPU; spawned workers inherit it from the environment and call ``setup`` themselves. Not deterministic:
-    cuDNN autotunes (the training shapes are static). On the CPU these flags change nothing the harness runs.
+    implementation of every op that has one and raises on any op that has none (``warn_only=False``: the models
+    run none, see ``deterministic_kernels``, and an op that slipped through stops the run rather than silently
+    making it irreproducible), and cuBLAS gets a fixed workspace. torch reads ``CUBLAS_WORKSPACE_CONFIG`` at its
+    first cuBLAS call, so this runs before anything computes on the GPU; spawned workers inherit it from the
+    environment and call ``setup`` themselves. ``fill_uninitialized_memory`` is off: it fills every new
+    uninitialised tensor (a kernel per ``empty``) so that reading one is reproducible, and the harness reads none
+    before writing it. Not deterministic: cuDNN autotunes (the training shapes are static). On the CPU these
+    flags change nothing the harness runs.
     """
     if deterministic:
-        if "CUBLAS_WORKSPACE_CONFIG" not in os.environ and torch.cuda.is_initialized():
-            print("runtime.deterministic: CUDA started before CUBLAS_WORKSPACE_CONFIG was set; cuBLAS results may "
-                  "not be reproducible in this process")
+        if "CUBLAS_WORKSPACE_CONFIG" not in os.environ and _cuda_used():
+            print("runtime.deterministic: tensors were on the GPU before CUBLAS_WORKSPACE_CONFIG was set; if cuBLAS "
+                  "ran on them, its results are not reproducible in this process")
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
     torch.backends.cudnn.deterministic = deterministic
     torch.backends.cudnn.benchmark = not deterministic
-    torch.use_deterministic_algorithms(deterministic, warn_only=True)
+    torch.use_deterministic_algorithms(deterministic)
+    torch.utils.deterministic.fill_uninitialized_memory = not deterministic
+
+
+def deterministic_kernels(deterministic: bool, device: torch.device) -> bool:
+    """Whether models (``architectures.make_deterministic``) and the loss's resize (``inference.from_network``) use
+    fixed-matrix products for bilinear interpolation and adaptive average pooling: under ``runtime.deterministic``
+    on CUDA, where torch's backward of both has no deterministic kernel. On the CPU torch's kernels are
+    deterministic already and the products would round differently, so CPU results stay those of the library."""
+    return deterministic and device.type == "cuda"
+
+
+def prepare_model(model: nn.Module, device: torch.device, deterministic: bool) -> nn.Module:
+    """``model`` as training and prediction run it: on ``device`` in channels_last (the fast layout of cuDNN and
+    of oneDNN on CPU: 1.25x on the quick profile), with deterministic kernels where ``deterministic_kernels`` says.
+    Prediction uses the same, so it runs the kernels training ran."""
+    if deterministic_kernels(deterministic, device):
+        architectures.make_deterministic(model)
+    return model.to(device, memory_format=torch.channels_last)
 
 
 def determinism() -> dict[str, Any]:
     """The reproducibility settings in force in this process (``env.json``)."""
     return {"deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+            "warn_only": torch.is_deterministic_algorithms_warn_only_enabled(),
+            "fill_uninitialized_memory": torch.utils.deterministic.fill_uninitialized_memory,
             "cudnn_deterministic": torch.backends.cudnn.deterministic, "cudnn_benchmark": torch.backends.cudnn.benchmark,
             "cublas_workspace_config": os.environ.get("CUBLAS_WORKSPACE_CONFIG")}
 

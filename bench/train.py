@@ -116,8 +116,8 @@ class Trainer:
         self.device = data.images.device
         torch.manual_seed(stream_seed(cell.seed, INIT))
         model = architectures.create(cell.arch, in_channels=1, classes=1, **plan.model)
-        # channels_last on every device: the fast layout of cuDNN and of oneDNN on CPU (1.25x on the quick profile)
-        self.model = model.to(self.device, memory_format=torch.channels_last)
+        self.model = runtime.prepare_model(model, self.device, plan.runtime.deterministic)
+        self.deterministic_kernels = runtime.deterministic_kernels(plan.runtime.deterministic, self.device)
         # torch.compile of the forward (its backward follows): "reduce-overhead" replays it as CUDA graphs on CUDA
         self.compile_mode = plan.runtime.compile_mode
         self.forward = torch.compile(self.model, mode=self.compile_mode) if self.compile_mode else self.model
@@ -136,7 +136,7 @@ class Trainer:
             torch.compiler.cudagraph_mark_step_begin()  # a new iteration: the last step's graph outputs are free
         with autocast(self.device):
             logits, head_logits = split_outputs(self.forward(xin))
-        logits = from_network(logits.float(), p.input, self.size)
+        logits = from_network(logits.float(), p.input, self.size, deterministic=self.deterministic_kernels)
         loss = self.loss.at(epoch)(logits, y)
         if self.head_weight is not None:
             has_salt = y.flatten(1).amax(dim=1)
@@ -473,8 +473,11 @@ def train_cell(
 
 
 def load_model(cell_dir: Path, device: torch.device) -> torch.nn.Module:
-    """Rebuild a cell's model from its metrics.json and load its kept weights (state dict only)."""
+    """Rebuild a cell's model from its metrics.json and load its kept weights (state dict only), prepared as the
+    cell's training prepared it on ``device`` (``runtime.prepare_model``: channels_last, and the deterministic
+    kernels of a ``runtime.deterministic`` cell on CUDA), so its predictions run the kernels its out-of-fold
+    predictions ran."""
     metrics = atomic.read_json(Path(cell_dir) / layout.METRICS)
     model = architectures.create(metrics["arch"], in_channels=1, classes=1, **metrics["arch_kwargs"])
     model.load_state_dict(torch.load(Path(cell_dir) / layout.MODEL, map_location="cpu", weights_only=True))
-    return model.to(device).eval()
+    return runtime.prepare_model(model, device, metrics["identity"]["deterministic"]).eval()

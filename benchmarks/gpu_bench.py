@@ -158,7 +158,7 @@ def _bare_step(plan: ArchPlan, trainer: Trainer, terms: dict[str, float], x: tor
     """The step with no harness around it: input prepared once, autocast forward, loss on the crop, fused AdamW."""
     p, device, cuda = plan.protocol, trainer.device, trainer.device.type == "cuda"
     model = architectures.create(plan.arch, in_channels=1, classes=1, **plan.model)
-    model = model.to(device, memory_format=torch.channels_last).train()  # the harness's layout, on every device
+    model = runtime.prepare_model(model, device, plan.runtime.deterministic).train()  # the harness's layout and kernels
     xin = to_network((x - trainer.data.mean) / trainer.data.std, p.input).contiguous(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(model.parameters(), lr=p.optimizer.lr, weight_decay=p.optimizer.weight_decay, fused=cuda)
     loss_fn = losses.WeightedLoss(terms).to(device)
@@ -169,7 +169,7 @@ def _bare_step(plan: ArchPlan, trainer: Trainer, terms: dict[str, float], x: tor
         opt.zero_grad(set_to_none=True)
         with autocast(device):
             logits, head = split_outputs(model(xin))
-        loss = loss_fn(from_network(logits.float(), p.input, trainer.size), y)
+        loss = loss_fn(from_network(logits.float(), p.input, trainer.size, deterministic=trainer.deterministic_kernels), y)
         if p.empty_head is not None:  # the same extra term as the harness's, so both steps do the same work
             loss = loss + p.empty_head.weight * torch.nn.functional.binary_cross_entropy_with_logits(head.float(), has_salt)
         loss.backward()
@@ -350,14 +350,14 @@ class DeterminismRow:
 
 
 def determinism_check(cfg: Config, arch: str, data: DeviceData, steps: int) -> list[DeterminismRow]:
-    """Train one cell for ``steps`` steps of each loss stage, twice from the same seed, with the deterministic
-    flags on and then off (``runtime.set_determinism``); compare the two runs' weights bitwise."""
-    plan = cfg.plan(arch)
-    p = plan.protocol
+    """Train one cell for ``steps`` steps of each loss stage, twice from the same seed, with ``runtime.deterministic``
+    on (its flags and kernels) and then off; compare the two runs' weights bitwise."""
+    p = cfg.plan(arch).protocol
     cell = Cell(arch, 0, p.seeds[0])
     split = _split(data, steps * p.batch_size, p)
     out = []
     for deterministic in (True, False):
+        plan = dataclasses.replace(cfg, runtime=dataclasses.replace(cfg.runtime, deterministic=deterministic)).plan(arch)
         runtime.set_determinism(deterministic)
         states, seconds = [], 0.0
         for _ in range(2):

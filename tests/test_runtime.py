@@ -1,6 +1,7 @@
-"""The runtime section: ``runtime.deterministic`` sets the CUDA reproducibility flags in this process and in spawned
-workers, is recorded in env.json and the cell identity, and changes nothing on the CPU; ``runtime.compile`` takes
-false, true/"default" or "reduce-overhead" and refuses anything else in one line."""
+"""The runtime section: ``runtime.deterministic`` sets the CUDA reproducibility flags (an op without a deterministic
+kernel raises) in this process and in spawned workers, is recorded in env.json and the cell identity, and changes
+nothing on the CPU; ``runtime.compile`` takes false, true/"default" or "reduce-overhead" and refuses anything else in
+one line."""
 from __future__ import annotations
 
 import multiprocessing
@@ -22,6 +23,10 @@ from bench.train import DeviceData, Trainer, train_cell
 from tests.conftest import tiny_overrides
 
 QUICK = config.CONFIG_DIR / "quick.yaml"
+#: ``runtime.determinism()`` under ``runtime.deterministic: true``
+DETERMINISTIC_FLAGS = {"deterministic_algorithms": True, "warn_only": False, "fill_uninitialized_memory": False,
+                       "cudnn_deterministic": True, "cudnn_benchmark": False,
+                       "cublas_workspace_config": runtime.CUBLAS_WORKSPACE}
 
 
 @pytest.fixture
@@ -29,10 +34,12 @@ def restore_flags(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Leave the process-wide flags and the environment as the test found them."""
     monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
     saved = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
-             torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
+             torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark,
+             torch.utils.deterministic.fill_uninitialized_memory)
     yield
     torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
     torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = saved[2], saved[3]
+    torch.utils.deterministic.fill_uninitialized_memory = saved[4]
 
 
 def _cfg(*overrides: str) -> config.Config:
@@ -41,16 +48,39 @@ def _cfg(*overrides: str) -> config.Config:
 
 def test_setup_sets_the_flags_both_ways_and_env_json_records_them(restore_flags: None) -> None:
     device = runtime.setup(_cfg("runtime.deterministic=true"))
-    assert torch.are_deterministic_algorithms_enabled() and torch.is_deterministic_algorithms_warn_only_enabled()
+    assert torch.are_deterministic_algorithms_enabled() and not torch.is_deterministic_algorithms_warn_only_enabled()
+    assert not torch.utils.deterministic.fill_uninitialized_memory
     assert torch.backends.cudnn.deterministic and not torch.backends.cudnn.benchmark
     assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == runtime.CUBLAS_WORKSPACE
-    assert runtime.environment(device)["determinism"] == {
-        "deterministic_algorithms": True, "cudnn_deterministic": True, "cudnn_benchmark": False,
-        "cublas_workspace_config": runtime.CUBLAS_WORKSPACE}
+    assert runtime.environment(device)["determinism"] == DETERMINISTIC_FLAGS
     runtime.setup(_cfg("runtime.deterministic=false"))
     assert not torch.are_deterministic_algorithms_enabled()
     assert not torch.backends.cudnn.deterministic and torch.backends.cudnn.benchmark
     assert runtime.environment(device)["determinism"]["deterministic_algorithms"] is False
+
+
+def test_an_op_without_a_deterministic_kernel_raises_instead_of_warning(restore_flags: None) -> None:
+    """No ``warn_only``: an op that slipped through ``architectures.make_deterministic`` stops the run. ``put_``
+    is one that torch refuses on the CPU too."""
+    runtime.set_determinism(True)
+    with pytest.raises(RuntimeError, match="does not have a deterministic implementation"):
+        torch.zeros(3).put_(torch.tensor([0]), torch.tensor([1.0]))
+    runtime.set_determinism(False)
+    torch.zeros(3).put_(torch.tensor([0]), torch.tensor([1.0]))
+
+
+@pytest.mark.parametrize("initialised,allocated,warns", [(False, 0, False), (True, 0, False), (True, 1, True)])
+def test_the_cublas_workspace_warning_only_when_the_gpu_has_been_used(
+        initialised: bool, allocated: int, warns: bool, restore_flags: None, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """torch reads CUBLAS_WORKSPACE_CONFIG at its first cuBLAS call, which needs tensors on the GPU: CUDA started
+    only to pick a profile or name the device (nothing allocated) is no reason to warn."""
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: initialised)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "memory_stats", lambda device=None: {"allocation.all.allocated": allocated})
+    runtime.set_determinism(True)
+    assert ("CUBLAS_WORKSPACE_CONFIG" in capsys.readouterr().out) == warns
+    assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == runtime.CUBLAS_WORKSPACE
 
 
 def test_env_json_names_the_cpu_model(tmp_path: Path) -> None:
@@ -78,8 +108,7 @@ def test_a_spawned_worker_gets_the_flags(restore_flags: None) -> None:
     flags = queue.get(timeout=900)  # a hang guard: importing torch in a fresh process takes minutes on a busy machine
     proc.join(timeout=300)
     assert proc.exitcode == 0
-    assert flags == {"deterministic_algorithms": True, "cudnn_deterministic": True, "cudnn_benchmark": False,
-                     "cublas_workspace_config": runtime.CUBLAS_WORKSPACE}
+    assert flags == DETERMINISTIC_FLAGS
 
 
 def test_deterministic_and_compile_are_in_the_cell_identity() -> None:
