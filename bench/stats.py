@@ -423,7 +423,7 @@ def verdict_table(scores: np.ndarray, archs: Sequence[str], *, truth_empty: np.n
         else:
             text = WORSE.format(other=next(o for o in table["arch"] if (o, row.arch) in better))
         if row.collapsed:
-            text += f"; {row.collapsed} of {n_rep} models did not learn"
+            text += f"; {row.collapsed} of {n_rep} models collapsed"
         verdicts.append(text)
     table["verdict"] = verdicts
     table = table[COLUMNS]
