@@ -99,6 +99,15 @@ def _three_valued_mask(root: Path, tmp: Path) -> None:
     Image.fromarray(pixels, "L").save(_mask(root, _first(root)))
 
 
+def _transparent_mask(root: Path, tmp: Path) -> None:
+    """A salt mask as grayscale+alpha with one transparent pixel: an opaque one is read, this one is not."""
+    path = _mask(root, _salt(root))
+    gray = (np.array(Image.open(path)) != 0).astype(np.uint8) * 255
+    alpha = np.full_like(gray, 255)
+    alpha[0, 0] = 0
+    Image.fromarray(np.stack([gray, alpha], axis=-1), "LA").save(path)
+
+
 def _mask_off_by_one_pixel(root: Path, tmp: Path) -> None:
     path = _mask(root, _salt(root))
     pixels = np.array(Image.open(path))
@@ -174,6 +183,8 @@ CASES = [
     Case("RGB channels differ", CHECK, 2, "RGB channels differ", _unequal_channels),
     Case("16-bit image", CHECK, 2, "expected an 8-bit image", _write_image(np.full((101, 101), 300, np.uint16))),
     Case("mask with 3 values", CHECK, 2, "mask has 3 distinct values (0, 128, 255)", _three_valued_mask),
+    Case("mask with a transparent pixel", CHECK, 2, "grayscale+alpha PNG with transparent pixels (1 of 10201)",
+         _transparent_mask),
     Case("mask PNG differs from its RLE", CHECK, 2, "differs from its RLE", _mask_off_by_one_pixel),
     Case("image without a mask", CHECK, 2, "has no file", _remove_mask),
     Case("no train/images folder", CHECK, 2, "missing folder", _remove("train", "images")),
