@@ -7,8 +7,9 @@ the seeds both ran and paired on the images both scored. B - A is tested as the 
 difference (``bench.stats``): the mean per-image difference, a sign-flip permutation p, Holm-adjusted across
 the architectures, and a percentile bootstrap CI.
 
-Refused, in one line: runs whose protocols differ in anything else, whose images differ, or whose
-architectures were trained with other model options or recipes (then the difference would not be the head's).
+Refused, in one line: one run directory given twice (however its path is spelled), runs whose protocols differ
+in anything else, whose images differ, or whose architectures were trained with other model options or recipes
+(then the difference would not be the head's).
 The table goes to ``RUN_B/compare/<RUN_A>.csv`` (or ``--out``), where RUN_B's report shows it.
 """
 from __future__ import annotations
@@ -118,6 +119,9 @@ def _scores(per_image: pd.DataFrame, arch: str, split: str, seeds: list[int]) ->
 def compare(run_a: Path | RunDir, run_b: Path | RunDir, out: Path | None = None) -> tuple[pd.DataFrame, Path]:
     """Pair B's per-image scores with A's per architecture, test B - A, write the table; returns it and its path."""
     run_a, run_b = RunDir(run_a), RunDir(run_b)
+    if run_a.path.resolve() == run_b.path.resolve():
+        raise BenchError(f"{run_a} and {run_b} are the same run directory: compare pairs two runs, one without "
+                         f"{ALLOWED} and one with it")
     record_a, record_b = check_protocols(run_a, run_b)
     check_images(run_a, run_b)
     settings_a, settings_b = _settings(run_a), _settings(run_b)

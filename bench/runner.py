@@ -17,6 +17,7 @@ from bench import atomic, holdout, results, runtime
 from bench import config as bconfig
 from bench.config import Config, protocol_dict, protocol_hash
 from bench.data import folds as bfolds
+from bench.data import source
 from bench.data.partition import Partition, partition
 from bench.errors import BenchError
 from bench.executors import EXECUTORS
@@ -70,11 +71,22 @@ def _check_cell_settings(cfg: Config, cell: Cell, run: RunDir) -> None:
         )
 
 
+def _check_apart(cfg: Config, run: RunDir) -> None:
+    """A run directory never is, holds or lies inside the data folder: the run writes ``splits.json`` and
+    ``ImageSets/`` (which would change the data) and the data must stay apart from what is derived from it."""
+    data, out = source.location(cfg.data).resolve(), run.path.resolve()
+    where = ("is" if out == data else "is inside" if data in out.parents else "contains" if out in data.parents
+             else None)
+    if where is not None:
+        raise BenchError(f"{run.path}: the run directory {where} the data folder {data} (data.source); "
+                         "use an --out apart from the data")
+
+
 def load_data(cfg: Config, run: RunDir) -> Partition:
     """The configured data split into development folds and holdout, reloaded from (or first recorded in)
-    the run's ``splits.json`` and ``holdout.json``. Nothing else is written before the data has loaded,
-    so a bad data folder or config leaves the run directory usable."""
-    run.path.mkdir(parents=True, exist_ok=True)
+    the run's ``splits.json`` and ``holdout.json``. Nothing is written, and no run directory made, before the
+    data has loaded and been split, so a bad data folder or config leaves the run directory as it was."""
+    _check_apart(cfg, run)
     return partition(cfg, run.splits_file, run.holdout_file)
 
 
