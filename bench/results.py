@@ -18,7 +18,7 @@ import pandas as pd
 from bench import atomic, classifier, postprocess, stats
 from bench.data.folds import N_CLASSES, coverage_class
 from bench.errors import BenchError, one_line
-from bench.identity import ENVIRONMENT_KEYS
+from bench.identity import environment
 from bench.metrics import all_empty_scores, best_threshold, binarise, dice, iou, tgs_precision
 from bench.rundir import OOF, Cell, RunDir
 
@@ -194,7 +194,7 @@ PROBE_KEYS = ("all_empty_score", "probe_score", "oracle_score", "false_salt", "f
 
 def _check_environment(cells: pd.DataFrame, allow_mixed: bool, where: Path) -> list[dict[str, Any]]:
     """The distinct environments (device, dtype, versions, code) of the cells; more than one is refused unless allowed."""
-    envs = {json.dumps({k: ident.get(k) for k in ENVIRONMENT_KEYS}, sort_keys=True) for ident in cells["identity"]}
+    envs = {json.dumps(environment(ident), sort_keys=True) for ident in cells["identity"]}
     if len(envs) > 1 and not allow_mixed:
         listed = "; ".join(sorted(envs))
         raise BenchError(f"{where}: cells ran in {len(envs)} different environments ({listed}); their scores are not "
