@@ -61,6 +61,27 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], *, binar
     return path
 
 
+def create_new(path: str | os.PathLike, text: str) -> bool:
+    """Create ``path`` holding ``text`` unless it exists; returns whether this call created it. The file appears
+    complete or not at all: it is written under a temporary name and hard-linked into place (a link, unlike a
+    rename, fails when the name exists), so a kill never leaves an empty or half-written ``path``."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return False
+        return True
+    finally:
+        os.unlink(tmp)
+
+
 def write_text(path: str | os.PathLike, text: str) -> Path:
     return atomic_write(path, lambda fh: fh.write(text), binary=False)
 

@@ -12,15 +12,27 @@ from typing import Callable
 from bench.errors import BenchError, one_line
 
 
+def _listed(items: list, value: str) -> list:
+    """A subset argument's items, refusing an empty list (``--archs "$UNSET"`` must not mean every architecture)
+    and an item given twice (it would be trained or averaged twice)."""
+    if not items:
+        raise argparse.ArgumentTypeError(f"expected a comma-separated list, got {value!r}")
+    twice = next((v for i, v in enumerate(items) if v in items[:i]), None)
+    if twice is not None:
+        raise argparse.ArgumentTypeError(f"{twice} is listed twice in {value!r}")
+    return items
+
+
 def _csv(value: str) -> list[str]:
-    return [v.strip() for v in value.split(",") if v.strip()]
+    return _listed([v.strip() for v in value.split(",") if v.strip()], value)
 
 
 def _ints(value: str) -> list[int]:
     try:
-        return [int(v) for v in _csv(value)]
+        items = [int(v) for v in value.split(",") if v.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {value!r}") from None
+    return _listed(items, value)
 
 
 def _cmd_data_synth(args: argparse.Namespace) -> None:

@@ -6,6 +6,7 @@ compares architectures (``bench.stats.difference``: training noise and images bo
 than 3 trained models or one seed), Holm-adjusted across the architectures. Every difference between the runs'
 protocols and between an architecture's model options or recipe is listed, so the table says what it measures.
 
+Refused, in one line: one run directory given twice (however its path is spelled), and runs on other images.
 The table goes to ``RUN_B/compare/<RUN_A>.csv`` (or ``--out``), where RUN_B's report shows it.
 """
 from __future__ import annotations
@@ -113,7 +114,7 @@ def compare(run_a: Path | RunDir, run_b: Path | RunDir, out: Path | None = None)
     """Pair B's per-model, per-image scores with A's per architecture, estimate and test B - A, write the table."""
     run_a, run_b = RunDir(run_a), RunDir(run_b)
     if run_a.path.resolve() == run_b.path.resolve():
-        raise BenchError(f"{run_a} and {run_b} are the same run: compare two different runs")
+        raise BenchError(f"{run_a} and {run_b} are the same run directory: compare two different runs")
     record_a, record_b = _protocol_record(run_a), _protocol_record(run_b)
     check_images(run_a, run_b)
     settings_a, settings_b = _settings(run_a), _settings(run_b)

@@ -431,6 +431,10 @@ def _validate(cfg: Config, source: str) -> None:
         raise BenchError(f"{source}: protocol.loss: 'then' and 'switch_epoch' go together")
     if not cfg.protocol.seeds:
         raise BenchError(f"{source}: protocol.seeds: at least one seed is needed")
+    twice = next((s for i, s in enumerate(cfg.protocol.seeds) if s in cfg.protocol.seeds[:i]), None)
+    if twice is not None:
+        raise BenchError(f"{source}: protocol.seeds: seed {twice} is listed twice in {cfg.protocol.seeds} "
+                         "(each seed is one replicate)")
     if cfg.protocol.input.size % 32:
         raise BenchError(f"{source}: protocol.input.size: {cfg.protocol.input.size} is not a multiple of 32")
     if cfg.protocol.input.mode == "pad" and cfg.protocol.input.size < 101:

@@ -42,39 +42,37 @@ def _device_data(run: RunDir, device: torch.device) -> tuple[DeviceData, Any]:
 
 
 def claim(run: RunDir, cell: Cell) -> bool:
-    """Take ``cell`` for this process, atomically: ``claim`` in the cell's folder, created exclusively, holding
-    host and pid. Two ``salt-bench run`` on one run directory (or two local workers) never train the same cell.
-    A claim left by a dead process of this host is taken over; a live one, or one of another host, is respected.
+    """Take ``cell`` for this process, atomically: ``claim`` in the cell's folder, holding host and pid, created
+    complete or not at all (``atomic.create_new``). Two ``salt-bench run`` on one run directory (or two local
+    workers) never train the same cell. A claim left by a dead process of this host is taken over, and so is one
+    that names no process (empty or unreadable as "host pid": nothing of this version writes one, so its writer
+    is gone); a live one, or one of another host, is respected.
     """
     path = run.claim_file(cell)
     path.parent.mkdir(parents=True, exist_ok=True)
     me = f"{socket.gethostname()} {os.getpid()}"
     for _ in range(3):
+        if atomic.create_new(path, me):
+            return True
         try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            try:
-                held = path.read_text()
-            except FileNotFoundError:
-                continue  # released meanwhile: try again
-            host, _, pid = held.partition(" ")
-            if host != socket.gethostname() or not pid.isdigit() or atomic.pid_alive(int(pid)):
-                return False
-            stale = path.with_name(f".claim.{os.getpid()}.stale")
-            try:
-                os.replace(path, stale)  # only one taker moves it; a claimant that lost the race finds no file
-            except FileNotFoundError:
-                continue
-            if stale.read_text() != held:  # moved a fresh claim made meanwhile: put it back if nobody has claimed since
-                try:
-                    os.link(stale, path)
-                except FileExistsError:
-                    pass
-            stale.unlink(missing_ok=True)
+            held = path.read_text()
+        except FileNotFoundError:
+            continue  # released meanwhile: try again
+        fields = held.split()
+        names_a_process = len(fields) == 2 and fields[1].isdigit()
+        if names_a_process and (fields[0] != socket.gethostname() or atomic.pid_alive(int(fields[1]))):
+            return False
+        stale = path.with_name(f".claim.{os.getpid()}.stale")
+        try:
+            os.replace(path, stale)  # only one taker moves it; a claimant that lost the race finds no file
+        except FileNotFoundError:
             continue
-        with os.fdopen(fd, "w") as fh:
-            fh.write(me)
-        return True
+        if stale.read_text() != held:  # moved a fresh claim made meanwhile: put it back if nobody has claimed since
+            try:
+                os.link(stale, path)
+            except FileExistsError:
+                pass
+        stale.unlink(missing_ok=True)
     return False
 
 

@@ -57,6 +57,11 @@ def cell_identity(plan: ArchPlan, device: torch.device) -> dict[str, Any]:
     }
 
 
+def environment(identity: dict[str, Any]) -> dict[str, Any]:
+    """The ``ENVIRONMENT_KEYS`` of a cell identity: where and with what the cell ran."""
+    return {k: identity.get(k) for k in ENVIRONMENT_KEYS}
+
+
 def cell_hash(identity: dict[str, Any]) -> str:
     canonical = json.dumps(identity, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]

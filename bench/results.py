@@ -19,7 +19,7 @@ import pandas as pd
 from bench import atomic, classifier, postprocess, stats
 from bench.data.folds import N_CLASSES, coverage_class
 from bench.errors import BenchError, one_line
-from bench.identity import ENVIRONMENT_KEYS
+from bench.identity import environment
 from bench.metrics import all_empty_scores, best_threshold, binarise, dice, iou, tgs_precision
 from bench.rundir import OOF, Cell, HoldoutPrediction, RunDir
 
@@ -188,8 +188,8 @@ def _classifier_rows(arch: str, seed: int, probs: np.ndarray, head: np.ndarray, 
 
     OOF scores are cross-fitted (each fold's threshold and cuts decided on the other folds; NaN with one fold
     done); holdout scores are the fold ensemble's under the decisions taken on the pooled OOF, so
-    ``score_both_cuts`` on the holdout is the leaderboard's ``ensemble_score``. ``head_cut`` is the pooled OOF's cut (the holdout's and the test set's),
-    ``fold_head_cuts`` each fold's own.
+    ``score_both_cuts`` on the holdout is the leaderboard's ``ensemble_score``. ``head_cut`` is the pooled OOF's
+    cut (the holdout's and the test set's), ``fold_head_cuts`` each fold's own.
     """
     crossfit = np.unique(folds).size > 1
     splits = {"oof": (probs, head, truth)} if held is None else {"oof": (probs, head, truth), "holdout": held}
@@ -233,7 +233,7 @@ PROBE_KEYS = ("all_empty_score", "probe_score", "oracle_score", "false_salt", "f
 
 def _check_environment(cells: pd.DataFrame, allow_mixed: bool, where: Path) -> list[dict[str, Any]]:
     """The distinct environments (device, dtype, versions, code) of the cells; more than one is refused unless allowed."""
-    envs = {json.dumps({k: ident.get(k) for k in ENVIRONMENT_KEYS}, sort_keys=True) for ident in cells["identity"]}
+    envs = {json.dumps(environment(ident), sort_keys=True) for ident in cells["identity"]}
     if len(envs) > 1 and not allow_mixed:
         listed = "; ".join(sorted(envs))
         raise BenchError(f"{where}: cells ran in {len(envs)} different environments ({listed}); their scores are not "

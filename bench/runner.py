@@ -13,10 +13,11 @@ import pandas as pd
 import torch
 import yaml
 
-from bench import atomic, holdout, results, runtime
+from bench import atomic, holdout, identity, results, runtime
 from bench import config as bconfig
 from bench.config import Config, protocol_dict, protocol_hash
 from bench.data import folds as bfolds
+from bench.data import source
 from bench.data.partition import Partition, partition
 from bench.errors import BenchError
 from bench.executors import EXECUTORS
@@ -70,11 +71,36 @@ def _check_cell_settings(cfg: Config, cell: Cell, run: RunDir) -> None:
         )
 
 
+def _check_environment(cfg: Config, run: RunDir, arch: str, device: torch.device) -> None:
+    """Refuse to train where the run's finished cells did not (another device, dtype, library or code version),
+    before anything is trained or written: the aggregation would refuse the mix only after training, and the
+    cell trained meanwhile would make the run fail under its original settings too."""
+    here = identity.environment(identity.cell_identity(cfg.plan(arch), device))
+    for cell in run.done_cells():
+        then = identity.environment(run.cell_metrics(cell).get("identity") or {})
+        differ = [f"{key} {then[key]!r} there, {here[key]!r} here" for key in here if then[key] != here[key]]
+        if differ:
+            raise BenchError(f"{run.cell_dir(cell) / 'metrics.json'}: finished in another environment than this "
+                             f"process would train in ({'; '.join(differ)}); resume with the runtime settings it ran "
+                             "with, use a new --out, or pass --allow-mixed to rank cells of both")
+
+
+def _check_apart(cfg: Config, run: RunDir) -> None:
+    """A run directory never is, holds or lies inside the data folder: the run writes ``splits.json`` and
+    ``ImageSets/`` (which would change the data) and the data must stay apart from what is derived from it."""
+    data, out = source.location(cfg.data).resolve(), run.path.resolve()
+    where = ("is" if out == data else "is inside" if data in out.parents else "contains" if out in data.parents
+             else None)
+    if where is not None:
+        raise BenchError(f"{run.path}: the run directory {where} the data folder {data} (data.source); "
+                         "use an --out apart from the data")
+
+
 def load_data(cfg: Config, run: RunDir) -> Partition:
     """The configured data split into development folds and holdout, reloaded from (or first recorded in)
-    the run's ``splits.json`` and ``holdout.json``. Nothing else is written before the data has loaded,
-    so a bad data folder or config leaves the run directory usable."""
-    run.path.mkdir(parents=True, exist_ok=True)
+    the run's ``splits.json`` and ``holdout.json``. Nothing is written, and no run directory made, before the
+    data has loaded and been split, so a bad data folder or config leaves the run directory as it was."""
+    _check_apart(cfg, run)
     return partition(cfg, run.splits_file, run.holdout_file)
 
 
@@ -93,6 +119,14 @@ def run(cfg: Config, run_dir: Path | RunDir, *, archs: list[str] | None = None, 
     cells = grid(cfg, archs, folds)
     data = load_data(cfg, run)
     cfg = data.cfg
+    pending = []
+    for cell in cells:  # checked before anything is written: a refused resume leaves the run directory as it was
+        if run.is_done(cell):
+            _check_cell_settings(cfg, cell, run)
+        else:
+            pending.append(cell)
+    if pending and device is not None and not allow_mixed:
+        _check_environment(cfg, run, pending[0].arch, device)
     prepare(cfg, run)
     if not run.data_file.is_file():
         run.save_data(data.ids, data.images, data.masks, data.folds)
@@ -103,12 +137,6 @@ def run(cfg: Config, run_dir: Path | RunDir, *, archs: list[str] | None = None, 
     if device is None:
         env.update(executor=executor, device=executor, device_name="Ray workers (each cell's metrics.json has its device)")
     atomic.write_json(run.env_file, env)
-    pending = []
-    for cell in cells:
-        if run.is_done(cell):
-            _check_cell_settings(cfg, cell, run)
-        else:
-            pending.append(cell)
     print(f"{run}: protocol {protocol_hash(cfg)}, {len(cells)} cells, {len(cells) - len(pending)} already done, "
           f"{len(pending)} to train on {device or executor}")
     if pending:

@@ -280,7 +280,7 @@ def load_space(path: str | Path | None, cfg: Config, archs: list[str]) -> Space:
             _check_param(p, cfg, arch, path, f"shared.{p.key}")
         for p in per_arch.get(arch, []):
             _check_param(p, cfg, arch, path, f"architectures.{arch}.{p.key}")
-    return Space(
+    space = Space(
         path=path,
         sampler=_settings(raw.get("sampler"), path, "sampler", {"seed": (0, 0), "n_startup_trials": (10, 0)}),
         pruner=_pruner(raw.get("pruner"), path),
@@ -289,3 +289,8 @@ def load_space(path: str | Path | None, cfg: Config, archs: list[str]) -> Space:
         shared=shared,
         per_arch=per_arch,
     )
+    for arch in archs:
+        if not space.params(arch):  # its trials would all be the untuned config, labelled tuned
+            raise BenchError(f"{path}: no parameter to tune for {arch} (the file has none under 'shared' or "
+                             f"'architectures.{arch}')")
+    return space

@@ -99,6 +99,15 @@ def _three_valued_mask(root: Path, tmp: Path) -> None:
     Image.fromarray(pixels, "L").save(_mask(root, _first(root)))
 
 
+def _transparent_mask(root: Path, tmp: Path) -> None:
+    """A salt mask as grayscale+alpha with one transparent pixel: an opaque one is read, this one is not."""
+    path = _mask(root, _salt(root))
+    gray = (np.array(Image.open(path)) != 0).astype(np.uint8) * 255
+    alpha = np.full_like(gray, 255)
+    alpha[0, 0] = 0
+    Image.fromarray(np.stack([gray, alpha], axis=-1), "LA").save(path)
+
+
 def _mask_off_by_one_pixel(root: Path, tmp: Path) -> None:
     path = _mask(root, _salt(root))
     pixels = np.array(Image.open(path))
@@ -150,6 +159,13 @@ def _non_empty_out(root: Path, tmp: Path) -> None:
     (tmp / "synth" / "keep.txt").write_text("user data")
 
 
+def _same_run_spelled_twice(root: Path, tmp: Path) -> None:
+    """A folder ``run`` and two other spellings of it: ``x/../run`` and a symbolic link ``link``."""
+    (tmp / "run").mkdir()
+    (tmp / "x").mkdir()
+    (tmp / "link").symlink_to(tmp / "run")
+
+
 # --------------------------------------------------------------------------------------- the table
 
 CHECK = ("data", "check", "{data}")
@@ -174,6 +190,8 @@ CASES = [
     Case("RGB channels differ", CHECK, 2, "RGB channels differ", _unequal_channels),
     Case("16-bit image", CHECK, 2, "expected an 8-bit image", _write_image(np.full((101, 101), 300, np.uint16))),
     Case("mask with 3 values", CHECK, 2, "mask has 3 distinct values (0, 128, 255)", _three_valued_mask),
+    Case("mask with a transparent pixel", CHECK, 2, "grayscale+alpha PNG with transparent pixels (1 of 10201)",
+         _transparent_mask),
     Case("mask PNG differs from its RLE", CHECK, 2, "differs from its RLE", _mask_off_by_one_pixel),
     Case("image without a mask", CHECK, 2, "has no file", _remove_mask),
     Case("no train/images folder", CHECK, 2, "missing folder", _remove("train", "images")),
@@ -233,6 +251,43 @@ CASES = [
          absent=("{out}",)),
     Case("run --cpus-per-cell nan", RUN + ("--cpus-per-cell", "nan"), 2,
          "argument --cpus-per-cell: expected a finite number > 0"),
+    # subsets and seeds: an empty list is not "all", a repeated item is not two
+    Case("run --archs ','", RUN + ("--archs", ","), 2, "argument --archs: expected a comma-separated list, got ','"),
+    Case("run --archs ''", RUN + ("--archs", ""), 2, "argument --archs: expected a comma-separated list, got ''"),
+    Case("run --archs unet,unet", RUN + ("--archs", "unet,unet"), 2, "argument --archs: unet is listed twice"),
+    Case("run --folds ','", RUN + ("--folds", ","), 2, "argument --folds: expected a comma-separated list"),
+    Case("tune --folds 0,0", ("tune", "--arch", "unet", "--n-trials", "1", "--folds", "0,0", "--out", "{out}"), 2,
+         "argument --folds: 0 is listed twice"),
+    Case("predict --ensemble ','", ("predict", "{tmp}", "--ensemble", ","), 2,
+         "argument --ensemble: expected a comma-separated list", absent=("{tmp}/submission.csv",)),
+    Case("protocol.seeds=[0,0]", _set("protocol.seeds=[0,0]"), 2, "protocol.seeds: seed 0 is listed twice in [0, 0]"),
+    # compare: one run directory, however spelled, is not two runs
+    *[Case(f"compare run {b}", ("compare", "{tmp}/run", f"{{tmp}}/{b}"), 2, "are the same run directory",
+           _same_run_spelled_twice, absent=("{tmp}/run/compare",)) for b in ("run", "x/../run", "link", "run/.")],
+    # a search space without parameters: every trial would be the untuned config, labelled tuned
+    *[Case(f"tune with a {kind} space file", ("tune", "--config", "{quick}", "--arch", "unet", "--n-trials", "1", "--space",
+                                              "{tmp}/space.yaml", "--out", "{out}"), 2,
+           "space.yaml: no parameter to tune for unet", _file("space.yaml", text))
+      for kind, text in (("empty", ""), ("comments-only", "# to do\n\n"), ("sections-only", "pruner: {{name: none}}\n"))],
+    # the run directory and the data folder are kept apart
+    Case("run --out the data folder", ("run", "--config", "{quick}", "--out", "{data}", "--set", "data.source={data}"), 2,
+         "the run directory is the data folder", absent=()),
+    Case("run --out inside the data folder", ("run", "--config", "{quick}", "--out", "{data}/run", "--set",
+                                              "data.source={data}"), 2, "the run directory is inside the data folder",
+         absent=("{data}/run",)),
+    Case("run --out around the data folder", ("run", "--config", "{quick}", "--out", "{tmp}", "--set", "data.source={data}"),
+         2, "the run directory contains the data folder", absent=("{tmp}/config.yaml", "{tmp}/protocol.json")),
+    Case("tune --out the data folder", ("tune", "--config", "{quick}", "--arch", "unet", "--n-trials", "1", "--out",
+                                        "{data}", "--set", "data.source={data}"), 2, "the run directory is the data folder",
+         absent=("{data}/tuning",)),
+    # a data source that fails leaves no run directory behind
+    Case("run on a missing data folder", ("run", "--config", "{quick}", "--out", "{tmp}/new/run", "--set",
+                                          "data.source={tmp}/nowhere"), 2, "nowhere: not a directory", absent=("{tmp}/new",)),
+    Case("run on a corrupt PNG", _set("data.source={data}"), 2, "corrupt PNG", _bytes(b"junk")),
+    Case("run with more folds than images", _set("data.source={data}", "data.holdout=0", f"protocol.folds={N_TRAIN + 1}"),
+         2, f"{N_TRAIN} development images cannot make protocol.folds={N_TRAIN + 1} folds"),
+    Case("tune on a corrupt PNG", ("tune", "--config", "{quick}", "--arch", "unet", "--n-trials", "1", "--out", "{out}",
+                                   "--set", "data.source={data}"), 2, "corrupt PNG", _bytes(b"junk")),
 ]
 
 

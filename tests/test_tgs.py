@@ -347,6 +347,40 @@ def test_mask_png_disagreeing_with_train_csv(sample_root):
     _expect_error(sample_root, lambda: tgs.load(sample_root), str(path), f"mask of id {ident} differs from its RLE")
 
 
+def _resave_masks(root: Path, save) -> dict[str, np.ndarray]:
+    """Re-save a real salt mask and a real empty one with ``save(path, salt)``; returns what each held before."""
+    salt_id, empty_id = _salt_id(root), next(i for i in tgs.load(root).ids if i != _salt_id(root)
+                                             and not np.asarray(Image.open(_mask_png(root, i))).any())
+    before = {}
+    for ident in (salt_id, empty_id):
+        path = _mask_png(root, ident)
+        before[ident] = np.asarray(Image.open(path)) != 0
+        save(path, before[ident])
+    return before
+
+
+def _palette_png(path: Path, salt: np.ndarray) -> None:
+    """Index 1 for salt, as VOC-style tools write it; the palette paints index 0 white, so colours would invert it."""
+    image = Image.fromarray(salt.astype(np.uint8), "P")
+    image.putpalette([255, 255, 255, 0, 0, 0])
+    image.save(path)
+
+
+def _opaque_la_png(path: Path, salt: np.ndarray) -> None:
+    gray = salt.astype(np.uint8) * 255
+    Image.fromarray(np.stack([gray, np.full_like(gray, 255)], axis=-1), "LA").save(path)
+
+
+@pytest.mark.parametrize("save", [_palette_png, _opaque_la_png], ids=["palette", "grayscale+alpha"])
+def test_palette_and_opaque_alpha_masks_are_read(sample_root, save):
+    reference = tgs.load(sample_root)
+    before = _resave_masks(sample_root, save)
+    assert {Image.open(_mask_png(sample_root, i)).mode for i in before} == {"LA" if save is _opaque_la_png else "P"}
+    data = tgs.load(sample_root)  # the masks are also checked against train.csv's RLE
+    np.testing.assert_array_equal(data.masks, reference.masks)
+    assert sorted(bool(m.any()) for m in before.values()) == [False, True]
+
+
 def test_no_masks_at_all(sample_root):
     shutil.rmtree(sample_root / "train" / "masks")
     (sample_root / "train.csv").unlink()
@@ -389,6 +423,16 @@ def test_malformed_csv(sample_root, name, edit, fragments):
     ident = _first_id(sample_root)
     _edit_csv(path, edit)
     _expect_error(sample_root, lambda: tgs.load(sample_root), str(path), *(f.format(id=ident) for f in fragments))
+
+
+def test_header_names_may_carry_spaces(sample_root):
+    reference = tgs.load(sample_root)
+    _edit_csv(sample_root / "train.csv", lambda ls: ["id, rle_mask", *ls[1:]])
+    _edit_csv(sample_root / "depths.csv", lambda ls: [" id ,z", *ls[1:]])
+    data = tgs.load(sample_root)
+    assert data.ids == reference.ids
+    np.testing.assert_array_equal(data.masks, reference.masks)
+    np.testing.assert_array_equal(data.depths, reference.depths)
 
 
 def test_depths_missing_a_train_id(sample_root):

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from bench import atomic, config, runner
 from bench.executors import claim, release
@@ -38,6 +39,31 @@ def test_a_claim_is_exclusive_and_a_dead_holder_is_taken_over(tmp_path: Path) ->
     assert run.claim_file(cell).read_text() == f"{socket.gethostname()} {os.getpid()}"
     run.claim_file(cell).write_text(f"another-host.example {os.getpid()}")
     assert not claim(run, cell)  # a claim of another host cannot be checked, so it is respected
+
+
+def test_a_claim_is_created_complete_and_one_naming_no_process_is_taken_over(tmp_path: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """An empty claim (a kill between creating the file and writing it) once blocked its cell for ever."""
+    run, cell = RunDir(tmp_path), Cell("unet", 0, 0)
+    me = f"{socket.gethostname()} {os.getpid()}"
+    run.cell_dir(cell).mkdir(parents=True)
+    for left in ("", "garbage", socket.gethostname(), f"{socket.gethostname()} pid"):
+        run.claim_file(cell).write_text(left)
+        assert claim(run, cell), left
+        assert run.claim_file(cell).read_text() == me
+        assert not claim(run, cell)  # and now it is a live claim
+        release(run, cell)
+    linked = []
+    real_link = os.link
+
+    def spy(src: str, dst: str, **kwargs: object) -> None:
+        linked.append((Path(dst).name, Path(src).read_text()))
+        real_link(src, dst, **kwargs)
+
+    monkeypatch.setattr(os, "link", spy)
+    assert claim(run, cell)
+    assert linked == [("claim", me)]  # the name appears holding host and pid, never empty
+    assert [p.name for p in run.cell_dir(cell).iterdir()] == ["claim"]  # no temporary file left
 
 
 def _cells(run: Path) -> dict[str, str]:

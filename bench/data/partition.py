@@ -45,8 +45,8 @@ def _with_fingerprint(cfg: Config, fingerprint: str) -> Config:
     return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, fingerprint=fingerprint))
 
 
-def _holdout_ids(cfg: Config, ids: list[str], masks: np.ndarray, path: Path) -> list[str]:
-    """The recorded holdout when ``path`` exists (checked), else a new one, recorded."""
+def _holdout_ids(cfg: Config, ids: list[str], masks: np.ndarray, path: Path) -> tuple[list[str], dict | None]:
+    """The recorded holdout when ``path`` exists (checked), else a new one with the record to write."""
     d = cfg.data
     rule = {"source": "synthetic extra images" if d.source == "synthetic" else "stratified fraction",
             "fraction": d.holdout, "n_holdout": d.n_holdout, "seed": cfg.protocol.fold_seed}
@@ -61,7 +61,7 @@ def _holdout_ids(cfg: Config, ids: list[str], masks: np.ndarray, path: Path) -> 
         unknown = sorted(set(held) - set(ids))
         if unknown:
             raise BenchError(f"{path}: holdout id {unknown[0]} is not in the data")
-        return held
+        return held, None
     if d.source == "synthetic":
         held = source.synthetic_holdout_ids(d)
     elif d.holdout > 0:
@@ -71,15 +71,15 @@ def _holdout_ids(cfg: Config, ids: list[str], masks: np.ndarray, path: Path) -> 
         held = [i for i, h in zip(ids, mask) if h]
     else:
         held = []
-    atomic.write_json(path, {"rule": rule, "ids": held})
-    return held
+    return held, {"rule": rule, "ids": held}
 
 
 def partition(cfg: Config, splits_file: Path, holdout_file: Path) -> Partition:
     """Load the configured data, split off the holdout and fold the rest (reusing the recorded splits)."""
     data = source.load(cfg.data)
     cfg = _with_fingerprint(cfg, bfolds.dataset_fingerprint(data.ids, data.masks))
-    held = set(_holdout_ids(cfg, data.ids, data.masks, holdout_file))
+    held_ids, record = _holdout_ids(cfg, data.ids, data.masks, holdout_file)
+    held = set(held_ids)
     dev = np.array([i not in held for i in data.ids], dtype=bool)
     ids = [i for i, keep in zip(data.ids, dev) if keep]
     if len(ids) < cfg.protocol.folds:
@@ -92,5 +92,7 @@ def partition(cfg: Config, splits_file: Path, holdout_file: Path) -> Partition:
         if isinstance(exc, BenchError):
             raise
         raise BenchError(f"{splits_file}: {one_line(exc)}") from None
+    if record is not None:  # written once the split has succeeded: a refused one leaves no run directory behind
+        atomic.write_json(holdout_file, record)
     return Partition(cfg, ids, data.images[dev], data.masks[dev], assignment,
                      [i for i, keep in zip(data.ids, dev) if not keep], data.images[~dev], data.masks[~dev])

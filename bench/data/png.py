@@ -1,7 +1,8 @@
 """The PNG formats of the Kaggle TGS layout: what the real files hold, read strictly and written exactly.
 
-Images are 101x101 8-bit, stored as RGB with three equal channels (grayscale is read too); masks are
-16-bit grayscale 0/65535 when non-empty and 8-bit zeros when empty (any two values {0, max} are read).
+Images are 101x101 8-bit, stored as RGB with three equal channels (grayscale, and opaque grayscale+alpha,
+are read too); masks are 16-bit grayscale 0/65535 when non-empty and 8-bit zeros when empty (any two values
+{0, max} are read, palette masks by their index values).
 """
 from __future__ import annotations
 
@@ -58,12 +59,19 @@ def bomb_warnings_as_errors() -> Iterator[None]:
 
 
 def _gray(path: Path, image: Image.Image) -> np.ndarray:
-    """Single-channel array of a grayscale PNG or of an RGB PNG whose three channels are equal."""
+    """Single-channel array of a grayscale PNG, of an RGB PNG whose three channels are equal, or of a
+    grayscale+alpha PNG that is opaque everywhere (PNG optimisers add an alpha channel that says nothing)."""
     if image.mode == "RGB":
         rgb = np.asarray(image)
         if not (np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 0], rgb[..., 2])):
             raise BenchError(f"{path}: RGB channels differ, expected a grayscale image (three equal channels)")
         return rgb[..., 0]
+    if image.mode == "LA":
+        gray, alpha = np.asarray(image).transpose(2, 0, 1)
+        if (alpha != 255).any():
+            raise BenchError(f"{path}: grayscale+alpha PNG with transparent pixels ({np.count_nonzero(alpha != 255)} "
+                             f"of {alpha.size}), expected an opaque image (what a transparent pixel means is unknown)")
+        return np.ascontiguousarray(gray)
     if image.mode in ("L", "1") or image.mode.startswith("I"):
         return np.asarray(image)
     raise BenchError(f"{path}: unsupported PNG mode {image.mode}, expected grayscale or RGB")
@@ -78,8 +86,11 @@ def read_image(path: Path) -> np.ndarray:
 
 
 def read_mask(path: Path) -> np.ndarray:
-    """bool (101, 101) mask from any PNG whose values are a subset of {0, max} (8- or 16-bit)."""
-    pixels = _gray(path, _open_png(path))
+    """bool (101, 101) mask from any PNG whose values are a subset of {0, max} (8- or 16-bit). A palette PNG
+    (VOC-style tools and PNG optimisers write masks so) is read by its index values, not its colours: index 0
+    is background whatever colour the palette gives it."""
+    image = _open_png(path)
+    pixels = np.asarray(image) if image.mode == "P" else _gray(path, image)
     top = pixels.max()
     if not np.all((pixels == 0) | (pixels == top)):
         values = np.unique(pixels)

@@ -28,11 +28,16 @@ def synthetic_holdout_ids(cfg: DataConfig) -> list[str]:
     return synthetic.train_ids(cfg.seed, cfg.n_train + cfg.n_holdout)[cfg.n_train:]
 
 
+def location(cfg: DataConfig) -> Path:
+    """The folder that holds (or, for the synthetic source, will hold) the data; nothing is generated."""
+    return synthetic_dir(cfg) if cfg.source == "synthetic" else Path(cfg.source).expanduser()
+
+
 def resolve(cfg: DataConfig) -> Path:
     """The folder holding the data, generating the synthetic set on first use."""
+    root = location(cfg)
     if cfg.source != "synthetic":
-        return Path(cfg.source).expanduser()
-    root = synthetic_dir(cfg)
+        return root
     if not (root / "train.csv").is_file():
         from bench.data import synthetic
 

@@ -146,7 +146,8 @@ def _stack(paths: Sequence[Path], read: Callable[[Path], np.ndarray], dtype: typ
 
 
 def _read_csv(path: Path, header: list[str]) -> list[tuple[int, list[str]]]:
-    """(line number, fields) of each data row of a small CSV with exactly ``header``; blank lines skipped."""
+    """(line number, fields) of each data row of a small CSV with ``header`` (spaces around a name, as in
+    ``id, rle_mask``, ignored); blank lines skipped."""
     try:
         text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
@@ -155,7 +156,7 @@ def _read_csv(path: Path, header: list[str]) -> list[tuple[int, list[str]]]:
         rows = list(csv.reader(io.StringIO(text, newline=""), strict=True))
     except csv.Error as exc:
         raise BenchError(f"{path}: malformed CSV ({one_line(exc)})") from None
-    if not rows or rows[0] != header:
+    if not rows or [name.strip() for name in rows[0]] != header:  # "id, rle_mask" is the same header
         got = ",".join(rows[0]) if rows else ""
         raise BenchError(f"{path}: wrong header {got!r}, expected {','.join(header)!r}")
     body = []
