@@ -11,12 +11,10 @@ a config layer that ``salt-bench run --config ... --config <study>.best.yaml`` u
 from __future__ import annotations
 
 import json
-import re
 import shlex
 import shutil
 import sys
 import traceback
-import urllib.parse
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +30,7 @@ from bench import config as bconfig
 from bench.config import Config, protocol_hash
 from bench.errors import BenchError, summary
 from bench.metrics import all_empty_scores
+from bench.redact import mask_url
 from bench.rundir import METRICS, Cell, RunDir
 from bench.train import DeviceData, train_cell
 from bench.tune_space import DEFAULT_SPACE, Space, arch_section, load_space, with_arch
@@ -42,25 +41,6 @@ OBJECTIVE = "mean validation TGS score of the kept checkpoint"
 
 class TrialFailed(RuntimeError):
     """A trial that cannot give a score (a diverged cell): Optuna marks it failed, the study goes on."""
-
-
-# user:password@ up to the last '@' of the word (a careless password may hold an unescaped '@' or '/')
-_USERINFO = re.compile(r"(://[^:/?#@\s]*:)\S*@")
-_QUERY_PARAM = re.compile(r"([?&;])([^=&;#\s]*)=([^&;#\s]*)")
-_SECRET_KEY = re.compile(r"pass|pwd|secret|token", re.IGNORECASE)  # password, sslpassword, passwd, pwd, ...
-
-
-def mask_url(text: str) -> str:
-    """``text`` (a storage URL, or a message quoting one) with every password replaced by ***, for printing:
-    the ``user:password@`` part and the value of any query parameter such as ``?password=`` (libpq and
-    SQLAlchemy accept both). Over-masking is harmless; a printed password is not."""
-    text = _USERINFO.sub(r"\1***@", text)
-
-    def query(m: re.Match) -> str:
-        secret = _SECRET_KEY.search(urllib.parse.unquote_plus(m.group(2)))
-        return f"{m.group(1)}{m.group(2)}={'***' if secret else m.group(3)}"
-
-    return _QUERY_PARAM.sub(query, text)
 
 
 def open_storage(url: str, space: Space) -> optuna.storages.BaseStorage:
@@ -179,8 +159,8 @@ def make_objective(cfg: Config, arch: str, space: Space, cells: list[Cell], data
             trial.set_user_attr("fail_reason", str(exc))
             raise
         except Exception as exc:
-            trial.set_user_attr("fail_reason", summary(exc))
-            trial.set_user_attr("fail_traceback", traceback.format_exc()[-4000:])
+            trial.set_user_attr("fail_reason", mask_url(summary(exc)))
+            trial.set_user_attr("fail_traceback", mask_url(traceback.format_exc()[-4000:]))
             raise
         except KeyboardInterrupt:
             trial.set_user_attr("fail_reason", "interrupted")

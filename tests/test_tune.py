@@ -222,8 +222,7 @@ def test_journal_storage_and_a_study_of_another_protocol_is_refused(tiny_setup: 
 
 
 def test_storage_passwords_are_masked() -> None:
-    assert tune.mask_url("postgresql://bench:s3cret@db.local:5432/optuna") == "postgresql://bench:***@db.local:5432/optuna"
-    assert tune.mask_url("sqlite:////tmp/x.db") == "sqlite:////tmp/x.db"
+    """The error of an unreachable storage (tests/test_redact.py tests the masking itself)."""
     space = load_space(None, config.load([QUICK]), ["unet"])
     with pytest.raises(BenchError) as err:
         tune.open_storage("postgresql://bench:s3cret@127.0.0.1:1/optuna", space)
