@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Callable
 
 from bench.errors import BenchError, one_line
-from bench.redact import mask_url
 
 
 def _csv(value: str) -> list[str]:
@@ -216,13 +215,12 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except BenchError as exc:  # masked again: a message may quote a storage URL or the error of a driver given one
-        print(f"salt-bench: error: {mask_url(str(exc))}", file=sys.stderr)
+    except BenchError as exc:
+        print(f"salt-bench: error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:  # disk full, permission denied: writes are atomic, so no half-written file is left
         where = exc.filename2 or exc.filename  # a rename names its target second
-        message = f"{f'{where}: ' if where else ''}{exc.strerror or one_line(exc)}"
-        print(f"salt-bench: error: {mask_url(message)}", file=sys.stderr)
+        print(f"salt-bench: error: {f'{where}: ' if where else ''}{exc.strerror or one_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("salt-bench: interrupted; finished cells are kept, run again to resume", file=sys.stderr)

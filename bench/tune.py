@@ -48,8 +48,11 @@ def open_storage(url: str, space: Space) -> optuna.storages.BaseStorage:
     URL (sqlite, postgresql, ...) with heartbeats, so a dead worker's trial is failed and re-queued."""
     if url.startswith("journal://"):
         path = Path(url.removeprefix("journal://"))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        backend = optuna.storages.journal.JournalFileBackend(str(path))
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            backend = optuna.storages.journal.JournalFileBackend(str(path))
+        except OSError as exc:  # its file name is the URL's: masked like the URL
+            raise BenchError(f"--storage {mask_url(url)}: cannot open ({exc.strerror or mask_url(summary(exc))})") from None
         return optuna.storages.JournalStorage(backend)
     hb = space.heartbeat
     try:

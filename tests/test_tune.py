@@ -227,6 +227,9 @@ def test_storage_passwords_are_masked() -> None:
     with pytest.raises(BenchError) as err:
         tune.open_storage("postgresql://bench:s3cret@127.0.0.1:1/optuna", space)
     assert "s3cret" not in str(err.value) and "bench:***@" in str(err.value)
+    with pytest.raises(BenchError) as err:  # a journal file that cannot be made: its path is the URL's
+        tune.open_storage("journal:///proc/bench:s3cret@db/studies.log", space)
+    assert "s3cret" not in str(err.value) and "bench:***@" in str(err.value) and "cannot open" in str(err.value)
 
 
 def test_default_space_is_valid_for_every_architecture_of_both_profiles() -> None:
