@@ -315,6 +315,8 @@ def tune(config_paths: list[str] | None, overrides: list[str], *, archs: list[st
          timeout: float | None, space_path: str | None = None, storage: str | None = None, study: str | None = None,
          folds: list[int] | None = None, out: Path | None = None) -> list[Outcome]:
     """``salt-bench tune``: one study per architecture in ``archs`` (None: every architecture of the config)."""
+    if study is not None:
+        bconfig.check_name(study, "--study")
     paths = runtime.config_paths(config_paths, "tune")
     cfg = bconfig.load(paths, overrides)
     every = archs is None
