@@ -4,6 +4,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any, Callable
@@ -42,7 +43,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], *, binar
     """Call ``write(fh)`` on a temporary file beside ``path`` and rename it into place."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp")  # see _TEMP
     try:
         with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8", "newline": ""})) as fh:
             write(fh)
@@ -100,19 +101,24 @@ def write_npz(path: str | os.PathLike, **arrays: np.ndarray) -> Path:
     return write_bytes(path, buf.getvalue())
 
 
-def remove_stale_temps(root: str | os.PathLike) -> list[Path]:
-    """Delete temporary files left under ``root`` by writers that were killed (their PID is gone).
+# The name of atomic_write's temporary file, and of nothing else: ".<name>.<pid>.<mkstemp's 8 random characters>.tmp"
+_TEMP = re.compile(r"\.(?P<name>.+)\.(?P<pid>[1-9][0-9]{0,8})\.[a-z0-9_]{8}\.tmp")
 
-    Files of live writers (another worker on the same run directory) are left alone.
-    """
+
+def remove_stale_temps(folder: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files that ``atomic_write`` made in ``folder`` (not below it) for writers that were
+    killed: regular files named exactly as it names them, whose pid runs no process here. Anything else (a
+    user's ``.notes.tmp``, a folder named ``x.tmp``, the file of a live writer) is left alone."""
+    try:
+        entries = list(os.scandir(folder))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
     removed = []
-    for tmp in Path(root).rglob(".*.tmp"):
-        parts = tmp.name.rsplit(".", 3)
-        pid = int(parts[1]) if len(parts) == 4 and parts[1].isdigit() else None
-        if pid is not None and pid_alive(pid):
-            continue
-        tmp.unlink(missing_ok=True)
-        removed.append(tmp)
+    for entry in entries:
+        m = _TEMP.fullmatch(entry.name)
+        if m and entry.is_file(follow_symlinks=False) and not pid_alive(int(m.group("pid"))):
+            Path(entry.path).unlink(missing_ok=True)
+            removed.append(Path(entry.path))
     return removed
 
 

@@ -199,7 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("report", help="write the self-contained HTML leaderboard of a run directory")
     p.add_argument("run_dir")
-    p.add_argument("--out", default=None, help="HTML file (default: reports/<run>/index.html)")
+    p.add_argument("--out", default=None, help="HTML file (default: RUN_DIR/report.html)")
     p.add_argument("--open", action="store_true", help="open it in a browser")
     p.set_defaults(func=_cmd_report)
 

@@ -415,8 +415,20 @@ def _check_range(value: Any, meta: dict, key: str, source: str) -> None:
         raise BenchError(f"{source}: {key}: {value!r} is above the maximum {meta['hi']}")
 
 
+def check_name(name: str, what: str) -> None:
+    """A run or study name becomes one folder or file name (``runs/<name>``, ``tuning/<study>.db``): refuse
+    whatever would make it a path elsewhere, or no name at all."""
+    problems = [(not name.strip(), "is empty"), (".." in name, "holds '..'"),
+                (any(c in name for c in "/\\\0"), "holds a path separator"), (name == ".", "is the current folder")]
+    problem = next((text for bad, text in problems if bad), None)
+    if problem:
+        raise BenchError(f"{what}: {name!r} {problem}; a name, not a path, is expected (choose the folder with --out)")
+
+
 def _validate(cfg: Config, source: str) -> None:
     from bench import losses  # local: config must not import torch at module import time
+
+    check_name(cfg.name, f"{source}: name")
 
     if isinstance(cfg.runtime.compile, str) and cfg.runtime.compile not in COMPILE_MODES:
         raise BenchError(f"{source}: runtime.compile: {cfg.runtime.compile!r} is not one of false, true, default, "

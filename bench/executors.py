@@ -22,6 +22,7 @@ import torch
 from bench import atomic, runtime
 from bench.config import Config
 from bench.errors import BenchError, summary
+from bench.redact import mask_url
 from bench.rundir import Cell, RunDir
 from bench.train import DeviceData, train_cell
 
@@ -247,7 +248,7 @@ def execute_ray(
             try:
                 ray.init(address=address, log_to_driver=False)
             except ConnectionError as exc:
-                raise BenchError(f"--ray-address {address}: {str(exc).splitlines()[0]}") from None
+                raise BenchError(f"--ray-address {mask_url(address)}: {mask_url(str(exc).splitlines()[0])}") from None
         started = True
     try:
         resources = ray.cluster_resources()
@@ -255,7 +256,7 @@ def execute_ray(
             gpus_per_cell = 1.0 if resources.get("GPU", 0) > 0 and cfg.runtime.device != "cpu" else 0.0
         _check_cuda(cfg, gpus_per_cell)
         _check_resources(ray, gpus_per_cell, cpus_per_cell)
-        print(f"ray: {'started a local cluster' if address is None else 'joined ' + address} "
+        print(f"ray: {'started a local cluster' if address is None else 'joined ' + mask_url(address)} "
               f"({resources.get('CPU', 0):g} CPU, {resources.get('GPU', 0):g} GPU, node {ray.util.get_node_ip_address()}); "
               f"each cell asks {cpus_per_cell:g} CPU, {gpus_per_cell:g} GPU")
         task = ray.remote(_ray_cell).options(num_cpus=cpus_per_cell, num_gpus=gpus_per_cell, max_retries=max_retries,

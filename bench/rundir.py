@@ -3,8 +3,8 @@
 ```
 <run>/config.yaml  protocol.json  splits.json  env.json  data.npz  ImageSets/
 <run>/cells/<arch>/fold<k>-seed<s>/  metrics.json  history.csv  oof.npz  model.pt  checkpoint.pt
-<run>/leaderboard.csv  per_image.csv  gallery.npz  postprocess.json  ensembles.csv  submission.csv
-<run>/holdout/<arch>-seed<s>.npz (fold ensembles)  <arch>-fold<k>-seed<s>.npz (each model)  pairs.csv
+<run>/leaderboard.csv  per_image.csv  pairs.csv  gallery.npz  postprocess.json  ensembles.csv  submission.csv
+<run>/report.html  holdout/<arch>-seed<s>.npz (fold ensembles)  holdout/<arch>-fold<k>-seed<s>.npz (each model)
 <run>/classifier.csv  (runs with protocol.empty_head)  compare/<other run>.csv  (salt-bench compare)
 <run>/tuning/<study>.db  <study>.best.yaml  <study>/trial-<n>/<cell>/
 ```
@@ -86,11 +86,15 @@ class RunDir:
 
     def holdout_probs_file(self, arch: str, seed: int) -> Path:
         """One architecture's fold ensemble on the holdout, for one seed (uint8 probability levels)."""
-        return self.path / "holdout" / f"{arch}-seed{seed}.npz"
+        return self.holdout_dir / f"{arch}-seed{seed}.npz"
+
+    @property
+    def holdout_dir(self) -> Path:
+        return self.path / "holdout"
 
     def holdout_model_file(self, cell: Cell) -> Path:
         """One trained model's own prediction of the holdout (a replicate of the verdict)."""
-        return self.path / "holdout" / f"{cell.arch}-{cell.name}.npz"
+        return self.holdout_dir / f"{cell.arch}-{cell.name}.npz"
 
     @property
     def pairs_file(self) -> Path:
@@ -152,12 +156,26 @@ class RunDir:
         return self.path / "submission.csv"
 
     @property
+    def report_file(self) -> Path:
+        """``salt-bench report``'s default: inside the run, so two runs' reports never share a path."""
+        return self.path / "report.html"
+
+    @property
     def tuning_dir(self) -> Path:
         return self.path / "tuning"
 
     @property
     def cells_dir(self) -> Path:
         return self.path / "cells"
+
+    def remove_stale_temps(self) -> list[Path]:
+        """Delete the temporary files of killed writers (``atomic.remove_stale_temps``) from every folder of the
+        run that files are written into, one by one: never a walk, never a folder outside the run."""
+        root = self.path.resolve()
+        folders = [self.path, self.holdout_dir, self.compare_dir, self.tuning_dir, *self.cells_dir.glob("*/*"),
+                   *self.imagesets_dir.glob("fold*"), *self.tuning_dir.glob("*/trial-*/*")]
+        return [tmp for folder in folders if folder.resolve().is_relative_to(root)
+                for tmp in atomic.remove_stale_temps(folder)]
 
     # cells
     def cell_dir(self, cell: Cell) -> Path:

@@ -27,7 +27,7 @@ from bench.rundir import Cell, RunDir
 def prepare(cfg: Config, run: RunDir) -> None:
     """Write config.yaml and protocol.json, refusing a run directory made under another protocol."""
     run.path.mkdir(parents=True, exist_ok=True)
-    atomic.remove_stale_temps(run.path)  # left by killed writers; their real files are intact or absent
+    run.remove_stale_temps()  # left by killed writers; their real files are intact or absent
     phash = protocol_hash(cfg)
     old = run.protocol_hash()
     if old is not None and old != phash:

@@ -11,12 +11,10 @@ a config layer that ``salt-bench run --config ... --config <study>.best.yaml`` u
 from __future__ import annotations
 
 import json
-import re
 import shlex
 import shutil
 import sys
 import traceback
-import urllib.parse
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +30,7 @@ from bench import config as bconfig
 from bench.config import Config, protocol_hash
 from bench.errors import BenchError, summary
 from bench.metrics import all_empty_scores
+from bench.redact import mask_url
 from bench.rundir import METRICS, Cell, RunDir
 from bench.train import DeviceData, train_cell
 from bench.tune_space import DEFAULT_SPACE, Space, arch_section, load_space, with_arch
@@ -44,32 +43,16 @@ class TrialFailed(RuntimeError):
     """A trial that cannot give a score (a diverged cell): Optuna marks it failed, the study goes on."""
 
 
-# user:password@ up to the last '@' of the word (a careless password may hold an unescaped '@' or '/')
-_USERINFO = re.compile(r"(://[^:/?#@\s]*:)\S*@")
-_QUERY_PARAM = re.compile(r"([?&;])([^=&;#\s]*)=([^&;#\s]*)")
-_SECRET_KEY = re.compile(r"pass|pwd|secret|token", re.IGNORECASE)  # password, sslpassword, passwd, pwd, ...
-
-
-def mask_url(text: str) -> str:
-    """``text`` (a storage URL, or a message quoting one) with every password replaced by ***, for printing:
-    the ``user:password@`` part and the value of any query parameter such as ``?password=`` (libpq and
-    SQLAlchemy accept both). Over-masking is harmless; a printed password is not."""
-    text = _USERINFO.sub(r"\1***@", text)
-
-    def query(m: re.Match) -> str:
-        secret = _SECRET_KEY.search(urllib.parse.unquote_plus(m.group(2)))
-        return f"{m.group(1)}{m.group(2)}={'***' if secret else m.group(3)}"
-
-    return _QUERY_PARAM.sub(query, text)
-
-
 def open_storage(url: str, space: Space) -> optuna.storages.BaseStorage:
     """``journal://PATH`` is a journal file (several processes on one machine); anything else is an RDB
     URL (sqlite, postgresql, ...) with heartbeats, so a dead worker's trial is failed and re-queued."""
     if url.startswith("journal://"):
         path = Path(url.removeprefix("journal://"))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        backend = optuna.storages.journal.JournalFileBackend(str(path))
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            backend = optuna.storages.journal.JournalFileBackend(str(path))
+        except OSError as exc:  # its file name is the URL's: masked like the URL
+            raise BenchError(f"--storage {mask_url(url)}: cannot open ({exc.strerror or mask_url(summary(exc))})") from None
         return optuna.storages.JournalStorage(backend)
     hb = space.heartbeat
     try:
@@ -179,8 +162,8 @@ def make_objective(cfg: Config, arch: str, space: Space, cells: list[Cell], data
             trial.set_user_attr("fail_reason", str(exc))
             raise
         except Exception as exc:
-            trial.set_user_attr("fail_reason", summary(exc))
-            trial.set_user_attr("fail_traceback", traceback.format_exc()[-4000:])
+            trial.set_user_attr("fail_reason", mask_url(summary(exc)))
+            trial.set_user_attr("fail_traceback", mask_url(traceback.format_exc()[-4000:]))
             raise
         except KeyboardInterrupt:
             trial.set_user_attr("fail_reason", "interrupted")
@@ -332,6 +315,8 @@ def tune(config_paths: list[str] | None, overrides: list[str], *, archs: list[st
          timeout: float | None, space_path: str | None = None, storage: str | None = None, study: str | None = None,
          folds: list[int] | None = None, out: Path | None = None) -> list[Outcome]:
     """``salt-bench tune``: one study per architecture in ``archs`` (None: every architecture of the config)."""
+    if study is not None:
+        bconfig.check_name(study, "--study")
     paths = runtime.config_paths(config_paths, "tune")
     cfg = bconfig.load(paths, overrides)
     every = archs is None

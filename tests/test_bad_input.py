@@ -2,9 +2,10 @@
 
 Each row runs ``python -m bench.cli`` on a fresh copy of a tiny synthetic TGS folder after ``setup`` has
 broken it, then checks the exit code, the message fragment on a ``salt-bench ...`` line of stderr, that no
-"Traceback" was printed, that the data folder is byte-identical afterwards, that the paths in ``absent``
-(run directories, output folders, files a payload would create) do not exist, and that no temporary file
-was left behind. Every row fails before any training starts.
+"Traceback" was printed and nothing in ``hidden`` (a password) was printed at all, that every file beside the
+output (the data folder included) is byte-identical afterwards, that the paths in ``absent`` (run directories,
+output folders, files a payload would create) do not exist, and that no temporary file was left behind.
+Every row fails before any training starts.
 """
 from __future__ import annotations
 
@@ -37,12 +38,13 @@ N_TRAIN = 12
 @dataclass(frozen=True)
 class Case:
     name: str
-    argv: tuple[str, ...]  # {data}, {tmp}, {out} and {quick} are filled in
+    argv: tuple[str, ...]  # {data}, {tmp}, {out}, {quick} and {root} (the project folder, the CLI's cwd) are filled in
     code: int
     fragment: str
     setup: Callable[[Path, Path], None] | None = None  # (data folder, tmp folder): break the input
     absent: tuple[str, ...] = ("{out}",)  # must not exist afterwards
     file_size_limit: int | None = None  # RLIMIT_FSIZE in bytes: writes beyond it fail like a full disk
+    hidden: tuple[str, ...] = ()  # must appear nowhere in stdout or stderr
 
 
 # --------------------------------------------------------------------------------------- setups
@@ -172,8 +174,15 @@ CHECK = ("data", "check", "{data}")
 RUN = ("run", "--config", "{quick}", "--out", "{out}")
 
 
+TUNE = ("tune", "--arch", "unet", "--n-trials", "1", "--out", "{out}")
+
+
 def _set(*overrides: str) -> tuple[str, ...]:
     return RUN + tuple(token for o in overrides for token in ("--set", o))
+
+
+def _storage(url: str) -> Case:
+    return Case(f"tune --storage {url}", TUNE + ("--storage", url), 2, "cannot open", hidden=("secretpw", ":sec", "retpw"))
 
 
 CASES = [
@@ -288,6 +297,27 @@ CASES = [
          2, f"{N_TRAIN} development images cannot make protocol.folds={N_TRAIN + 1} folds"),
     Case("tune on a corrupt PNG", ("tune", "--config", "{quick}", "--arch", "unet", "--n-trials", "1", "--out", "{out}",
                                    "--set", "data.source={data}"), 2, "corrupt PNG", _bytes(b"junk")),
+    # storage URLs: a mistyped one is printed, its password never
+    _storage("postgresql:/user:secretpw@127.0.0.1:1/db"),
+    _storage("postgresql//user:secretpw@127.0.0.1:1/db"),
+    _storage("user:secretpw@127.0.0.1:1/db"),
+    _storage("postgresql://user:sec retpw@127.0.0.1:1/db"),
+    _storage("postgresql://user@127.0.0.1:1/db?password=sec retpw"),
+    # names, not paths: nothing is written outside --out (or runs/)
+    Case("tune --study ../../escaped_study", TUNE + ("--study", "../../escaped_study"), 2,
+         "--study: '../../escaped_study' holds '..'",
+         absent=("{out}", "{tmp}/escaped_study.db", "{tmp}/escaped_study.best.yaml", "{tmp}/escaped_study")),
+    Case("tune --study with a separator", TUNE + ("--study", "a/b"), 2, "--study: 'a/b' holds a path separator"),
+    Case("tune --study empty", TUNE + ("--study", ""), 2, "--study: '' is empty"),
+    Case("run name=../x", ("run", "--config", "{quick}", "--set", "name=../i23-escaped-run"), 2,
+         "name: '../i23-escaped-run' holds '..'", absent=("{root}/i23-escaped-run", "{root}/runs/i23-escaped-run")),
+    Case("run name=an absolute path", ("run", "--config", "{quick}", "--set", "name={tmp}/abs"), 2,
+         "abs' holds a path separator", absent=("{tmp}/abs",)),
+    Case("run name= (empty)", ("run", "--config", "{quick}", "--set", "name="), 2, "name: '' is empty",
+         absent=("{root}/runs/config.yaml",)),
+    Case("run name=. (runs/ itself)", ("run", "--config", "{quick}", "--set", "name=."), 2, "name: '.' is the current folder",
+         absent=("{root}/runs/config.yaml",)),
+    Case("run name=../x with --out", _set("name=../x"), 2, "name: '../x' holds '..'"),
 ]
 
 
@@ -296,8 +326,9 @@ def base_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return synthetic.write_dataset(tmp_path_factory.mktemp("bad-input") / "data", n_train=N_TRAIN, n_test=2, seed=1)
 
 
-def _snapshot(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+def _snapshot(root: Path, skip: tuple[Path, ...] = ()) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file() and not any(s == p or s in p.parents for s in skip)}
 
 
 def _limit_file_size(limit: int) -> Callable[[], None]:
@@ -318,8 +349,9 @@ def test_bad_input_is_one_line_and_writes_nothing(case: Case, base_dataset: Path
     shutil.copytree(base_dataset, data)
     if case.setup:
         case.setup(data, tmp_path)
-    before = _snapshot(data)
-    fill = {"data": str(data), "tmp": str(tmp_path), "out": str(tmp_path / "out"), "quick": QUICK}
+    outputs = (tmp_path / "out", tmp_path / "cache")
+    before = _snapshot(tmp_path, outputs)
+    fill = {"data": str(data), "tmp": str(tmp_path), "out": str(tmp_path / "out"), "quick": QUICK, "root": str(ROOT)}
     argv = [token.format(**fill) for token in case.argv]
     env = {**os.environ, "SALT_BENCH_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
     result = subprocess.run([sys.executable, "-m", "bench.cli", *argv], cwd=ROOT, env=env, capture_output=True, text=True,
@@ -328,7 +360,8 @@ def test_bad_input_is_one_line_and_writes_nothing(case: Case, base_dataset: Path
     assert result.returncode == case.code, result.stderr
     lines = [line for line in result.stderr.splitlines() if case.fragment in line]
     assert lines and lines[0].startswith("salt-bench"), result.stderr
-    assert _snapshot(data) == before, "the input folder changed"
+    assert not [text for text in case.hidden if text in result.stderr + result.stdout], result.stderr
+    assert _snapshot(tmp_path, outputs) == before, "the input folder, or a file beside the output, changed"
     for path in case.absent:
         assert not Path(path.format(**fill)).exists(), path
     assert not [p for p in tmp_path.rglob("*.tmp")], "a temporary file was left"
@@ -414,22 +447,15 @@ def test_an_oversized_png_is_refused_before_decoding(tmp_path: Path, monkeypatch
 )
 def test_storage_passwords_never_printed(url: str, secret: str) -> None:
     from bench import tune
+    from bench.redact import mask_url
 
-    masked = tune.mask_url(url)
+    masked = mask_url(url)
     assert secret not in masked and "***" in masked
     assert masked.split("://")[0] == url.split("://")[0] and "127.0.0.1:1" in masked
     space = SimpleNamespace(heartbeat={"interval": 60, "grace_period": 120, "max_retry": 1})  # all open_storage reads
     with pytest.raises(BenchError) as err:  # nothing listens on port 1, or the driver is missing
         tune.open_storage(url, space)
     assert secret not in str(err.value) and "cannot open" in str(err.value)
-
-
-def test_urls_without_a_password_are_printed_as_they_are() -> None:
-    from bench import tune
-
-    for url in ("sqlite:////tmp/run/tuning/tune-unet.db", "journal:///tmp/studies.log",
-                "postgresql://u@db.example:5432/bench?sslmode=require&application_name=salt"):
-        assert tune.mask_url(url) == url
 
 
 def test_every_float_field_refuses_non_finite_values() -> None:

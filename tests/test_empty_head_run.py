@@ -237,14 +237,14 @@ def test_a_head_that_knows_the_empty_images_is_cut_at_its_gap() -> None:
 @pytest.fixture(scope="module")
 def runs(tiny_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """The same tiny protocol (with a holdout) without the head (in-process) and with it (``salt-bench run``, whose
-    report goes to <tmp>/reports/with/index.html)."""
+    report goes to <tmp>/with/report.html)."""
     root = tmp_path_factory.mktemp("head-runs")
     overrides = tiny_overrides(tiny_dataset, **{"data.holdout": 0.25})
     runner.run(config.load([QUICK], overrides + ["name=tiny"]), root / "without", archs=ARCHS, progress=False)
     sets = [a for o in overrides + ["name=tiny-head", f"protocol.empty_head={HEAD}"] for a in ("--set", o)]
     done = _cli("run", "--config", str(QUICK), *sets, "--archs", ",".join(ARCHS), "--out", str(root / "with"), cwd=root)
     assert done.returncode == 0, done.stderr[-3000:]
-    return {"without": root / "without", "with": root / "with", "report": root / "reports" / "with" / "index.html"}
+    return {"without": root / "without", "with": root / "with", "report": root / "with" / "report.html"}
 
 
 def _pooled(run: Path, arch: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -25,7 +25,7 @@ POINTS = [
     ("between oof.npz and metrics.json", "metrics.json:1:before"),
     ("during the holdout prediction", "unet-seed0.npz:1:before"),
     ("during aggregation", "per_image.csv:1:before"),
-    ("during the report", "index.html:1:before"),
+    ("during the report", "report.html:1:before"),
 ]
 
 
@@ -80,7 +80,7 @@ def test_a_run_killed_at_each_write_point_resumes_to_the_same_result(point: str,
     assert resumed.returncode == 0 and "Traceback" not in resumed.stderr, resumed.stderr[-2000:]
     board = pd.read_csv(out / "leaderboard.csv")
     pd.testing.assert_frame_equal(board.drop(columns=TIMING), reference.drop(columns=TIMING))
-    report = tmp_path / "reports" / "run" / "index.html"
+    report = out / "report.html"
     html = report.read_text()
     assert html.rstrip().endswith("</html>") and 'id="gallery"' in html and "data:image/png" in html
     assert (out / "aggregate.json").is_file() and (out / "gallery.npz").is_file()

@@ -155,7 +155,8 @@ def test_cli_report_out_and_default_path(run_dir: Path, tmp_path: Path) -> None:
     assert done.stdout.strip() == f"report: {out}" and out.is_file()
     done = subprocess.run([*_cli(), str(run_dir)], capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
-    assert (tmp_path / "reports" / "tiny" / "index.html").is_file()
+    assert done.stdout.strip() == f"report: {run_dir / 'report.html'}" and (run_dir / "report.html").is_file()
+    assert [p.name for p in tmp_path.iterdir()] == ["cli"], "the default report was written outside the run directory"
 
 
 def test_cli_error_is_one_line(tmp_path: Path) -> None:

@@ -222,12 +222,14 @@ def test_journal_storage_and_a_study_of_another_protocol_is_refused(tiny_setup: 
 
 
 def test_storage_passwords_are_masked() -> None:
-    assert tune.mask_url("postgresql://bench:s3cret@db.local:5432/optuna") == "postgresql://bench:***@db.local:5432/optuna"
-    assert tune.mask_url("sqlite:////tmp/x.db") == "sqlite:////tmp/x.db"
+    """The error of an unreachable storage (tests/test_redact.py tests the masking itself)."""
     space = load_space(None, config.load([QUICK]), ["unet"])
     with pytest.raises(BenchError) as err:
         tune.open_storage("postgresql://bench:s3cret@127.0.0.1:1/optuna", space)
     assert "s3cret" not in str(err.value) and "bench:***@" in str(err.value)
+    with pytest.raises(BenchError) as err:  # a journal file that cannot be made: its path is the URL's
+        tune.open_storage("journal:///proc/bench:s3cret@db/studies.log", space)
+    assert "s3cret" not in str(err.value) and "bench:***@" in str(err.value) and "cannot open" in str(err.value)
 
 
 def test_default_space_is_valid_for_every_architecture_of_both_profiles() -> None:

@@ -146,11 +146,7 @@ def render(run: RunData) -> str:
 
 
 def build_report(run_dir: Path, out: Path | None = None) -> Path:
-    """Write the report of ``run_dir`` (default ``reports/<run name>/index.html``) atomically; return its path."""
+    """Write the report of ``run_dir`` (default ``<run_dir>/report.html``) atomically; return its path."""
     run = load_run(Path(run_dir))
-    path = Path(out) if out is not None else Path("reports") / run.name / "index.html"
-    html = render(run)
-    if path.parent.is_dir():
-        atomic.remove_stale_temps(path.parent)  # left by a report write that was killed
-    atomic.write_text(path, html)
-    return path
+    path = Path(out) if out is not None else RunDir(run_dir).report_file
+    return atomic.write_text(path, render(run))
