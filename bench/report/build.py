@@ -64,7 +64,7 @@ def _summary(run: RunData) -> dict[str, Any]:
     best = ranked.iloc[0]
     alpha = manifest.get("alpha", 0.05)
     learned_p = pd.to_numeric(ranked["learned_p"], errors="coerce")
-    claims = bool(ranked["p_best"].notna().any())
+    compared = ranked["p_best"].notna()  # the rows the claims are about
     shown = ranked[learned_p < alpha]  # better than predicting no salt: the rows the claims compare
     return {
         "winner": best["arch"], "score": best["score"], "ci_lo": best["ci_lo"], "ci_hi": best["ci_hi"],
@@ -73,10 +73,11 @@ def _summary(run: RunData) -> dict[str, Any]:
         "params": best["params"] / 1e6, "gmacs": best["gmacs"], "winner_learned": str(best["learned"]) == "True",
         "n_images": manifest.get("n_ranked_images"), "n_models": manifest.get("n_models"),
         "unit": "trained model" if manifest.get("replicate") == "model" else "seed's cross-fitted prediction",
-        "claims": claims, "no_claims": None if claims or shown.empty else str(shown["verdict"].iloc[0]),
+        "claims": bool(compared.iloc[0]),
+        "no_claims": None if compared.any() or shown.empty else str(shown["verdict"].iloc[0]),
         "seeds_to_resolve": manifest.get("seeds_to_resolve"), "rope": manifest.get("rope"),
         "best_set": list(ranked.loc[ranked["in_best_set"].astype(str) == "True", "arch"]),
-        "n_compared": int(ranked["p_best"].notna().sum()),
+        "n_compared": int(compared.sum()),
         "runner_up": _runner_up(ranked, run.pairs) if len(run.pairs) else None,
         "not_learned": list(ranked.loc[~(learned_p < alpha), "arch"]),
         "collapsed": [(r.arch, int(r.collapsed), int(r.n_models)) for r in ranked.itertuples() if r.collapsed > 0],
