@@ -49,6 +49,7 @@ ONE_SEED = "one seed: its shared effect on all {r} models is unmeasured, no comp
 NOT_LEARNED = "did not learn (not shown better than predicting no salt)"
 BEST = "best: better than every other"
 BEST_SET = "in the best set of {n}"
+ONLY = "best: the only architecture that learned"
 WORSE = "worse than {other}"
 
 COLUMNS = ["arch", "score", "se", "ci_lo", "ci_hi", "n_models", "collapsed", "learned", "learned_p", "p_best",
@@ -414,7 +415,7 @@ def verdict_table(scores: np.ndarray, archs: Sequence[str], *, truth_empty: np.n
         elif not enough:
             text = (ONE_SEED if one_seed and n_rep >= min_replicates else TOO_FEW).format(r=n_rep)
         elif row.in_best_set:
-            text = BEST if len(best_set) == 1 and len(names) > 1 else BEST_SET.format(n=len(best_set))
+            text = (ONLY if len(names) == 1 else BEST if len(best_set) == 1 else BEST_SET.format(n=len(best_set)))
             leader = best_set[0]
             if row.arch != leader:
                 eq = pairs[(pairs["arch"] == leader) & (pairs["other"] == row.arch) & (pairs["verdict"] == "equivalent")]

@@ -65,9 +65,64 @@ def test_report_has_every_section_and_no_outside_reference(report: Path) -> None
     refs = re.findall(r"""(?:src|href)\s*=\s*["']?([^"'\s>]*)""", html, flags=re.I)
     assert refs and all(r.startswith(("data:", "#")) for r in refs), [r[:60] for r in refs if not r.startswith(("data:", "#"))]
     assert not re.search(r"https?://|url\(|@import|<script|<link", html, flags=re.I)
-    for needle in ("tiny", "unet", "linknet", "tu-test_resnet", "tune-unet", "protocol hash", "sign-flip"):
+    for needle in ("tiny", "unet", "linknet", "tu-test_resnet", "tune-unet", "protocol hash", "crossed random effects",
+                   "Satterthwaite", "Holm", "±0.01 TGS points", "Variance components"):
         assert needle in html
-    assert html.count("data:image/png;base64,") >= 4 + 2 + 2  # figures, tuning plots, gallery tiles
+    assert html.count("data:image/png;base64,") >= 5 + 2 + 2  # figures, tuning plots, gallery tiles
+
+
+def _answer(html: str) -> str:
+    """The answer paragraph at the top, as text."""
+    block = html[html.index('<div class="answer">'):]
+    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", "", block[:block.index("</div>")])).strip()
+
+
+def test_answer_states_the_estimand_and_claims_nothing_from_two_models(run_dir: Path, report: Path) -> None:
+    import json
+
+    import pandas as pd
+
+    manifest = json.loads((run_dir / "aggregate.json").read_text())
+    board = pd.read_csv(run_dir / "leaderboard.csv")
+    assert manifest["n_models"] == 2 and board["p_best"].isna().all()  # one seed, two folds: too few to compare
+    answer = _answer(report.read_text(encoding="utf-8"))
+    assert ("The score is the expected locked-holdout TGS score of one model trained by the protocol: the mean over "
+            f"2 trained models per architecture, on {manifest['n_ranked_images']} images.") in answer
+    best = board.iloc[0]
+    assert f"{best['arch']} ranks first with {best['score']:.4f} (95% CI {best['ci_lo']:.4f} to {best['ci_hi']:.4f}" in answer
+    assert f"fold ensemble scores {best['ensemble_score']:.4f} on the holdout" in answer
+    assert f"Predicting no salt anywhere scores {manifest['all_empty_holdout']:.4f}" in answer
+    assert "P(best)" not in answer and "rank interval" not in answer and "unresolved" not in answer
+
+
+def test_each_trained_model_is_a_point_and_their_mean_the_score(run_dir: Path) -> None:
+    import pandas as pd
+
+    from bench.report.load import load_run
+
+    run = load_run(run_dir)
+    models = run.model_scores
+    assert sorted(map(tuple, models[["arch", "fold", "seed"]].to_numpy().tolist())) == [
+        (a, f, 0) for a in ("linknet", "unet") for f in (0, 1)]
+    board = pd.read_csv(run_dir / "leaderboard.csv").set_index("arch")
+    for arch, mean in models.groupby("arch")["score"].mean().items():
+        assert mean == pytest.approx(board.at[arch, "score"], abs=1e-12)
+
+
+def test_verdict_matrix_reads_both_ways_and_escapes_names() -> None:
+    import pandas as pd
+
+    from bench.report import tables
+
+    evil = "<b>x</b>"
+    pairs = pd.DataFrame({"arch": ["a", "a", evil], "other": [evil, "c", "c"], "diff": [0.02, 0.03, 0.01],
+                          "verdict": ["better", "equivalent", "unresolved"]})
+    html = tables.verdict_matrix(pairs, ["a", evil, "c", "not compared"])
+    assert "<b>" not in html and "&lt;b&gt;x&lt;/b&gt;" in html and "not compared" not in html
+    rows = [re.findall(r"<td[^>]*>([^<]*)</td>", r) for r in re.findall(r"<tr>(.*?)</tr>", html, flags=re.S)[1:]]
+    assert rows == [["a", "—", "better +0.0200", "equivalent +0.0300"],
+                    ["&lt;b&gt;x&lt;/b&gt;", "worse -0.0200", "—", "unresolved +0.0100"],
+                    ["c", "equivalent -0.0300", "unresolved -0.0100", "—"]]
 
 
 def test_leaderboard_matches_run_and_highlights_best(run_dir: Path, report: Path) -> None:
@@ -124,10 +179,23 @@ def test_partial_run_single_arch_single_fold(run_dir: Path, tmp_path: Path) -> N
     for cell in ("linknet · fold 0 · seed 0", "linknet · fold 1 · seed 0", "unet · fold 1 · seed 0"):
         assert cell in html
     assert "1 of 4 finished" in html
-    assert "n/a: a comparison needs at least two architectures" in html
+    assert 'id="T_significance"' not in html and 'id="T_verdict_matrix"' not in html
+    assert "No pairwise verdict: a comparison needs at least two architectures" in html or "No comparison is claimed" in html
     assert "(one fold: no std)" in html and "n/a" in html[html.index('id="T_leaderboard"'):]
     assert "no tuning studies in this run" in html
-    assert "linknet" not in html[html.index('id="T_leaderboard"'):html.index('id="significance"')]
+    assert "linknet" not in html[html.index('id="T_leaderboard"'):html.index('id="verdict"')]
+
+
+def test_incomplete_architecture_listed_with_what_it_lacks(run_dir: Path, tmp_path: Path) -> None:
+    part = _copy(run_dir, tmp_path / "incomplete")
+    shutil.rmtree(part / "cells" / "linknet" / "fold1-seed0")
+    html = build_report(part, tmp_path / "incomplete.html").read_text(encoding="utf-8")
+    assert "Not ranked (incomplete), listed at the bottom of the leaderboard:" in html
+    assert "<li>linknet: fold1-seed0 not trained</li>" in html
+    board = html[html.index('id="T_leaderboard"'):html.index('id="verdict"')]
+    rows = re.findall(r"<tr>(.*?)</tr>", board, flags=re.S)
+    assert "unet" in rows[1] and "linknet" in rows[2] and "incomplete: fold1-seed0 not trained" in rows[2]
+    assert "linknet" not in _answer(html)
 
 
 def test_run_without_finished_cells(run_dir: Path, tmp_path: Path) -> None:

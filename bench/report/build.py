@@ -20,7 +20,7 @@ from bench.rundir import RunDir
 #: the y label of a plot of the leaderboard's ``score``, by its ``score_source``
 SCORE_LABEL = {"holdout": "locked-holdout TGS score", "oof": "cross-fitted OOF TGS score"}
 SECTIONS = [
-    ("header", "Run"), ("leaderboard", "Leaderboard"), ("significance", "Significance"), ("folds", "Per fold"),
+    ("header", "Run"), ("leaderboard", "Leaderboard"), ("verdict", "Verdict"), ("folds", "Per fold"),
     ("curves", "Learning curves"), ("coverage", "Coverage & empty images"), ("pareto", "Cost vs score"),
     ("gallery", "Gallery"), ("tuning", "Tuning"),
 ]
@@ -45,30 +45,45 @@ def _environment() -> jinja2.Environment:
     return env
 
 
-def _summary(run: RunData) -> dict[str, Any]:
-    """The one-paragraph answer at the top: who wins, on what, how sure, at what cost."""
-    board = run.board
-    best = board.iloc[0]
-    learned = board[board["learned"].astype(str) == "True"]
-    out: dict[str, Any] = {
-        "winner": best["arch"], "score": best["score"], "source": best["score_source"],
-        "holdout": best["holdout_score"], "oof": best["oof_score"], "p_best": best["p_best"],
-        "rank_lo": best["rank_lo"], "rank_hi": best["rank_hi"], "params": best["params"] / 1e6, "gmacs": best["gmacs"],
-        "winner_learned": str(best["learned"]) == "True", "n_images": run.manifest.get("n_ranked_images"),
-        "n_seeds": run.manifest.get("n_seeds"), "not_learned": list(board.loc[board["learned"].astype(str) != "True", "arch"]),
-        "recipes": sorted(set(board["recipe"].astype(str))), "runner_up": None,
-        "baseline": run.baseline,
-    }
-    pairs = run.pairs
-    others = learned[learned["arch"] != best["arch"]]
-    if len(others) and not pairs.empty:
-        row = others.iloc[0]
-        pair = pairs[(pairs["arch"] == best["arch"]) & (pairs["other"] == row["arch"])]
+def _runner_up(ranked: pd.DataFrame, pairs: pd.DataFrame) -> dict[str, Any] | None:
+    """The next architecture compared with the first, and the pairwise verdict between them."""
+    best = ranked["arch"].iloc[0]
+    for other in ranked["arch"].iloc[1:]:
+        pair = pairs[(pairs["arch"] == best) & (pairs["other"] == other)]
         if len(pair):
             p = pair.iloc[0]
-            out["runner_up"] = {"arch": row["arch"], "diff": p["diff"], "lo": p["ci_lo"], "hi": p["ci_hi"],
-                                "p": p["p_holm"], "verdict": row["verdict"]}
-    return out
+            return {"arch": other, "diff": p["diff"], "lo": p["ci_lo"], "hi": p["ci_hi"], "p": p["p_holm"],
+                    "verdict": p["verdict"]}
+    return None
+
+
+def _summary(run: RunData) -> dict[str, Any]:
+    """The one-paragraph answer at the top: what is estimated, who wins, how sure, what a submission would get."""
+    board, manifest = run.board, run.manifest
+    ranked = board[board["score"].notna()]
+    best = ranked.iloc[0]
+    alpha = manifest.get("alpha", 0.05)
+    learned_p = pd.to_numeric(ranked["learned_p"], errors="coerce")
+    compared = ranked["p_best"].notna()  # the rows the claims are about
+    shown = ranked[learned_p < alpha]  # better than predicting no salt: the rows the claims compare
+    return {
+        "winner": best["arch"], "score": best["score"], "ci_lo": best["ci_lo"], "ci_hi": best["ci_hi"],
+        "source": best["score_source"], "oof": best["oof_score"], "ensemble": best["ensemble_score"],
+        "p_best": best["p_best"], "rank_lo": best["rank_lo"], "rank_hi": best["rank_hi"],
+        "params": best["params"] / 1e6, "gmacs": best["gmacs"], "winner_learned": str(best["learned"]) == "True",
+        "n_images": manifest.get("n_ranked_images"), "n_models": manifest.get("n_models"),
+        "unit": "trained model" if manifest.get("replicate") == "model" else "seed's cross-fitted prediction",
+        "claims": bool(compared.iloc[0]),
+        "no_claims": None if compared.any() or shown.empty else str(shown["verdict"].iloc[0]),
+        "seeds_to_resolve": manifest.get("seeds_to_resolve"), "rope": manifest.get("rope"),
+        "best_set": list(ranked.loc[ranked["in_best_set"].astype(str) == "True", "arch"]),
+        "n_compared": int(compared.sum()),
+        "runner_up": _runner_up(ranked, run.pairs) if len(run.pairs) else None,
+        "not_learned": list(ranked.loc[~(learned_p < alpha), "arch"]),
+        "collapsed": [(r.arch, int(r.collapsed), int(r.n_models)) for r in ranked.itertuples() if r.collapsed > 0],
+        "incomplete": sorted((manifest.get("incomplete") or {}).items()),
+        "recipes": sorted(set(board["recipe"].astype(str))), "baseline": run.baseline,
+    }
 
 
 def _figures(run: RunData, order: list[str]) -> dict[str, str | None]:
@@ -79,6 +94,9 @@ def _figures(run: RunData, order: list[str]) -> dict[str, str | None]:
         "curves": plots.curves_plot(run.history, order, colours, run.switch_epoch) if not run.history.empty else None,
         "coverage": plots.coverage_heatmap(run.board, counts),
         "pareto": plots.pareto_plot(run.board, colours, run.baseline, SCORE_LABEL[str(run.board["score_source"].iloc[0])]),
+        "models": plots.model_plot(run.model_scores, run.board, colours, run.baseline,
+                                   SCORE_LABEL[str(run.board["score_source"].iloc[0])],
+                                   "trained model" if run.manifest.get("replicate") == "model" else "seed's OOF prediction"),
     }
 
 
@@ -128,6 +146,9 @@ def context(run: RunData) -> dict[str, Any]:
         "leaderboard": Markup(tables.leaderboard(run.board)),
         "confusion": Markup(tables.confusion(run.board)),
         "significance": Markup(tables.significance(run.board, run.pairs)) if len(run.pairs) else None,
+        "verdict_matrix": Markup(tables.verdict_matrix(run.pairs, order)) if len(run.pairs) else None,
+        "variance": Markup(tables.variance(run.board)),
+        "n_pairs": len(run.pairs),
         "n_folds": int(run.oof_images["fold"].nunique()),
         "figures": _figures(run, order),
         "gallery": gallery.gallery_rows(run.gallery, run.board, run.oof_images) if run.gallery else [],

@@ -56,6 +56,26 @@ class RunData:
         return self.per_image[self.per_image["split"] == "oof"]
 
     @property
+    def model_scores(self) -> pd.DataFrame:
+        """The ranked replicates' mean scores (arch, fold, seed, score): one row per trained model on the holdout,
+        or per seed's cross-fitted out-of-fold prediction (fold -1) when the ranking is out-of-fold."""
+        ranked = self.manifest.get("ranked") or []
+        if self.per_image.empty or not ranked:
+            return pd.DataFrame(columns=["arch", "fold", "seed", "score"])
+        if self.manifest.get("replicate") == "model":
+            rows = self.per_image[(self.per_image["split"] == "holdout") & self.per_image["arch"].isin(ranked)]
+            return rows.groupby(["arch", "fold", "seed"], as_index=False)["score"].mean()
+        rows = self.oof_images[self.oof_images["arch"].isin(ranked)]
+        if rows.empty:
+            return pd.DataFrame(columns=["arch", "fold", "seed", "score"])
+        # as ranked: the seeds every architecture has, on the images every one of those predictions scored
+        seeds = set.intersection(*(set(g["seed"]) for _, g in rows.groupby("arch")))
+        rows = rows[rows["seed"].isin(seeds)]
+        ids = set.intersection(*(set(g["id"]) for _, g in rows.groupby(["arch", "seed"])))
+        rows = rows[rows["id"].isin(ids)]
+        return rows.groupby(["arch", "seed"], as_index=False)["score"].mean().assign(fold=-1)
+
+    @property
     def protocol(self) -> dict[str, Any]:
         """The shared protocol section (folds, seeds, loss, ...) as recorded in protocol.json."""
         return self.protocol_record.get("protocol") or {}

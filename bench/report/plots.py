@@ -167,9 +167,9 @@ def _label_points(ax: plt.Axes, names: list[str], x: np.ndarray, y: np.ndarray) 
 
 
 def roc_plot(per_image: pd.DataFrame, order: list[str], colours: Palette) -> str:
-    """ROC curves of the empty-vs-salt head ("salt" the positive class), one panel per split (out-of-fold,
-    holdout), one curve per architecture and seed; the legend gives each curve's AUC."""
-    splits = [s for s in ("oof", "holdout") if (per_image["split"] == s).any()] or ["oof"]
+    """ROC curves of the empty-vs-salt head ("salt" the positive class), one panel per split (out-of-fold, the
+    holdout's fold ensemble as in classifier.csv), one curve per architecture and seed; the legend gives each AUC."""
+    splits = [s for s in ("oof", "ensemble") if (per_image["split"] == s).any()] or ["oof"]
     seeds = sorted(per_image["seed"].unique()) if len(per_image) else []
     with plt.rc_context(_RC):
         fig, axes = plt.subplots(1, len(splits), figsize=(5.2 * len(splits), 4.4), squeeze=False)
@@ -187,8 +187,44 @@ def roc_plot(per_image: pd.DataFrame, order: list[str], colours: Palette) -> str
             ax.plot([0, 1], [0, 1], ":", color="grey", linewidth=1)
             ax.set(xlim=(0, 1), ylim=(0, 1.02), xlabel="false salt rate (empty images called salt)",
                    ylabel="true salt rate (salt images called salt)",
-                   title=f"ROC of the head, {'out-of-fold' if split == 'oof' else 'holdout'}")
+                   title=f"ROC of the head, {'out-of-fold' if split == 'oof' else 'holdout (fold ensemble)'}")
             if ax.get_legend_handles_labels()[0]:
                 ax.legend(loc="lower right", fontsize=8, frameon=True)
         fig.tight_layout()
+        return png_uri(fig)
+
+
+_SEED_MARKERS = "osD^vP*Xph"
+
+
+def model_plot(models: pd.DataFrame, board: pd.DataFrame, colours: Palette, baseline: float | None,
+               score_label: str, unit: str) -> str:
+    """Each ranked architecture's trained models, one dot each (their mean score; the marker tells the seed), beside
+    the ranked score (their mean) and its 95% interval, which counts training noise and images."""
+    ranked = board[board["score"].notna()]
+    order = list(ranked["arch"])
+    seeds = sorted(models["seed"].unique())
+    with plt.rc_context(_RC):
+        fig, ax = plt.subplots(figsize=(max(5.0, 1.5 * len(order) + 2.5), 4.0))
+        for x, arch in enumerate(order):
+            mine = models[models["arch"] == arch].sort_values(["seed", "fold"])
+            offsets = np.linspace(-0.28, -0.04, len(mine)) if len(mine) > 1 else np.array([-0.16])
+            for dx, row in zip(offsets, mine.itertuples()):
+                ax.scatter([x + dx], [row.score], s=36, color=colours.get(arch), edgecolor="black", linewidth=0.5,
+                           marker=_SEED_MARKERS[seeds.index(row.seed) % len(_SEED_MARKERS)], zorder=3)
+            mean = ranked.loc[ranked["arch"] == arch].iloc[0]
+            ax.errorbar([x + 0.16], [mean["score"]], yerr=[[mean["score"] - mean["ci_lo"]], [mean["ci_hi"] - mean["score"]]],
+                        fmt="_", markersize=16, color="black", capsize=5, linewidth=1.4, zorder=4)
+        if baseline is not None:
+            ax.axhline(baseline, color="firebrick", linestyle=":", linewidth=1)
+        handles = [plt.Line2D([], [], linestyle="", marker=_SEED_MARKERS[k % len(_SEED_MARKERS)], color="grey",
+                              markeredgecolor="black", label=f"{unit}, seed {s}") for k, s in enumerate(seeds)]
+        handles.append(plt.Line2D([], [], linestyle="-", marker="_", markersize=12, color="black",
+                                  label="mean and 95% CI"))
+        if baseline is not None:
+            handles.append(plt.Line2D([], [], linestyle=":", color="firebrick", label="all-empty baseline"))
+        ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8, frameon=False)
+        ax.set_xticks(range(len(order)), order)
+        ax.set_xlim(-0.6, len(order) - 0.4)
+        ax.set(xlabel="", ylabel=score_label, title=f"Score of each {unit} and the architecture's mean")
         return png_uri(fig)

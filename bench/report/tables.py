@@ -2,6 +2,7 @@
 HTML-escaped, and the best value of each comparable column highlighted."""
 from __future__ import annotations
 
+import html
 import math
 from typing import Any, Callable
 
@@ -10,8 +11,9 @@ import pandas as pd
 from pandas.io.formats.style import Styler
 
 # left-aligned; everything else is a number
-TEXT = {"arch", "differences", "encoder", "fold_head_cuts", "head_a", "head_b", "head_cut", "learned", "members",
-        "other", "recipe", "split", "threshold", "tta", "tuned", "verdict", "vs"}
+TEXT = {"arch", "differences", "empty_max_prob", "encoder", "fold_head_cuts", "head_a", "head_b", "head_cut", "learned",
+        "members", "min_area", "other", "recipe", "split", "threshold", "tta", "tuned", "verdict", "vs"}
+WRAP = {"verdict", "differences"}  # long sentences: wrapped in a bounded column rather than widening the table
 BEST = "background-color: #d8f0dc; font-weight: 600"
 NA = "n/a"
 
@@ -19,14 +21,19 @@ NA = "n/a"
 LEADERBOARD: dict[str, tuple[str, str | Callable[[Any], str], str | None]] = {
     "rank": ("rank", "{:d}", None),
     "arch": ("architecture", "{}", None),
-    "score": ("score", "{:.4f}", "max"),
-    "holdout_score": ("holdout TGS", "{:.4f}", "max"),
-    "oof_score": ("OOF TGS (cross-fitted)", "{:.4f}", "max"),
-    "optimism": ("optimism (OOF − holdout)", "{:+.4f}", None),
-    "ensemble_score": ("fold ensemble", "{:.4f}", "max"),
+    "score": ("score (one trained model)", "{:.4f}", "max"),
+    "ci": ("95% CI", "{}", None),
     "p_best": ("P(best)", "{:.2f}", "max"),
     "rank_ci": ("rank 95%", "{}", None),
-    "seed_sd": ("seed sd", "{:.4f}", None),
+    "verdict": ("verdict", "{}", None),
+    "ensemble_score": ("fold ensemble (a submission)", "{:.4f}", "max"),
+    "ensemble_gain": ("ensemble gain", "{:+.4f}", None),
+    "postprocess_gain": ("post-processing gain", "{:+.4f}", None),
+    "oof_score": ("OOF TGS (cross-fitted)", "{:.4f}", "max"),
+    "optimism": ("optimism (OOF − holdout)", "{:+.4f}", None),
+    "n_models": ("trained models", "{:.0f}", None),
+    "collapsed": ("models that did not learn", "{}", None),
+    "seed_sd": ("seed SD", "{:.4f}", None),
     "learned": ("learned", "{}", None),
     "recipe": ("recipe", "{}", None),
     "tuned": ("tuned", "{}", None),
@@ -37,6 +44,9 @@ LEADERBOARD: dict[str, tuple[str, str | Callable[[Any], str], str | None]] = {
     "infer_images_per_s": ("infer img/s", "{:.0f}", "max"),
     "peak_mem_mb": ("peak mem (MB)", "{:.0f}", "min"),
     "threshold": ("threshold per seed", "{}", None),
+    "min_area": ("min area (px) per seed", "{}", None),
+    "empty_max_prob": ("empty if max prob ≤, per seed", "{}", None),
+    "head_cut": ("head's cut per seed", "{}", None),
     "oof_score_no_tta": ("OOF TGS (no TTA)", "{:.4f}", "max"),
     "oof_score_pooled_threshold": ("OOF TGS, threshold chosen on itself", "{:.4f}", None),
     "fold": ("OOF fold mean ± std", "{}", "max"),
@@ -46,6 +56,9 @@ LEADERBOARD: dict[str, tuple[str, str | Callable[[Any], str], str | None]] = {
     "folds_done": ("folds done", "{:.0f}", None),
     "diverged": ("diverged", "{:.0f}", None),
 }
+#: verdict cells of the pairwise matrix, by the row architecture's verdict against the column's
+VERDICT_CSS = {"better": "background-color: #d8f0dc", "worse": "background-color: #fbdada",
+               "equivalent": "background-color: #dfe9fb", "unresolved": "color: #5d6678"}
 
 
 def _highlight(values: pd.Series, how: str) -> list[str]:
@@ -58,12 +71,15 @@ def _highlight(values: pd.Series, how: str) -> list[str]:
 
 
 def _styled(frame: pd.DataFrame, spec: dict[str, tuple[str, Any, str | None]], uuid: str,
-            rank_by: dict[str, str] | None = None) -> str:
+            rank_by: dict[str, str] | None = None, cell_css: pd.DataFrame | None = None) -> str:
     """Render ``frame[spec keys]`` with the headers, formats and highlights of ``spec``; ``rank_by`` maps a
-    display column to the numeric column that decides its highlight (e.g. "mean ± std" by the mean)."""
+    display column to the numeric column that decides its highlight (e.g. "mean ± std" by the mean); ``cell_css``
+    (same shape as ``frame``) styles single cells."""
     columns = [c for c in spec if c in frame.columns]
     frame = frame.reset_index(drop=True)
     styler: Styler = frame[columns].style.set_uuid(uuid).hide(axis="index")
+    if cell_css is not None:
+        styler = styler.apply(lambda _: cell_css.reset_index(drop=True)[columns], axis=None)
     for column in columns:
         _, fmt, how = spec[column]
         styler = styler.format(fmt, subset=[column], na_rep=NA, escape="html")
@@ -73,7 +89,10 @@ def _styled(frame: pd.DataFrame, spec: dict[str, tuple[str, Any, str | None]], u
         if column in TEXT:
             styler = styler.set_table_styles({column: [{"selector": "th", "props": "text-align: left"},
                                                        {"selector": "td", "props": "text-align: left"}]}, overwrite=False)
-    styler = styler.relabel_index([spec[c][0] for c in columns], axis=1)
+        if column in WRAP:
+            styler = styler.set_table_styles({column: [{"selector": "td", "props": "white-space: normal; min-width: 16rem"}]},
+                                             overwrite=False)
+    styler = styler.relabel_index([html.escape(spec[c][0]) for c in columns], axis=1)  # headers may name architectures
     return styler.set_table_attributes('class="data"').to_html()
 
 
@@ -81,17 +100,70 @@ def _mean_std(mean: float, std: float) -> str:
     return NA if math.isnan(mean) else f"{mean:.4f} ± {NA if math.isnan(std) else f'{std:.4f}'}"
 
 
-def leaderboard(board: pd.DataFrame) -> str:
+def _interval(lo: float, hi: float) -> str:
+    return NA if math.isnan(lo) else f"[{lo:.4f}, {hi:.4f}]"
+
+
+def _collapsed(collapsed: float, n_models: float) -> str:
+    """"k of R": the trained models no better than predicting no salt (or predicting no salt on salt images)."""
+    return NA if math.isnan(collapsed) else f"{collapsed:.0f} of {n_models:.0f}"
+
+
+def _board_view(board: pd.DataFrame) -> pd.DataFrame:
+    """The leaderboard with its display columns: the score's interval, the rank interval, "k of R" collapsed."""
     frame = board.copy()
     for column in ("rank", "folds_done", "diverged"):
         if column in frame:
             frame[column] = frame[column].astype(int)
-    frame["fold"] = [_mean_std(m, s) for m, s in zip(frame["fold_mean"], frame["fold_std"])]
+    frame["ci"] = [_interval(lo, hi) for lo, hi in zip(frame["ci_lo"], frame["ci_hi"])]
+    frame["collapsed"] = [_collapsed(k, r) for k, r in zip(frame["collapsed"], frame["n_models"])]
     frame["rank_ci"] = [NA if lo != lo else f"{lo:.0f}–{hi:.0f}" if lo != hi else f"{lo:.0f}"
                         for lo, hi in zip(frame["rank_lo"], frame["rank_hi"])]
     frame["learned"] = ["yes" if v in (True, "True") else "no" for v in frame["learned"]]
-    frame["tuned"] = ["" if pd.isna(v) else str(v) for v in frame["tuned"]]
+    for column in ("tuned", "verdict"):
+        frame[column] = ["" if pd.isna(v) else str(v) for v in frame[column]]
+    return frame
+
+
+def leaderboard(board: pd.DataFrame) -> str:
+    frame = _board_view(board)
+    frame["fold"] = [_mean_std(m, s) for m, s in zip(frame["fold_mean"], frame["fold_std"])]
     return _styled(frame, LEADERBOARD, "leaderboard", rank_by={"fold": "fold_mean"})
+
+
+def variance(board: pd.DataFrame) -> str:
+    """Per ranked architecture: how many models were trained, how many did not learn, and the standard deviations
+    the score's interval is built from (images, and trained models split into folds and seeds)."""
+    frame = _board_view(board[board["score"].notna()])
+    spec = {
+        "arch": ("architecture", "{}", None),
+        "score": ("score", "{:.4f}", None),
+        "ci": ("95% CI", "{}", None),
+        "n_models": ("trained models", "{:.0f}", None),
+        "collapsed": ("did not learn", "{}", None),
+        "learned_p": ("p vs no salt (one-sided)", _p, None),
+        "image_sd": ("image SD", "{:.4f}", None),
+        "replicate_sd": ("model SD (training noise)", "{:.4f}", None),
+        "fold_sd": ("fold SD", "{:.4f}", None),
+        "seed_sd": ("seed SD", "{:.4f}", None),
+    }
+    return _styled(frame, spec, "variance")
+
+
+def verdict_matrix(pairs: pd.DataFrame, order: list[str]) -> str:
+    """Architectures x architectures: the row's verdict against the column (better / worse / equivalent /
+    unresolved) and the difference row minus column, from the pairwise table."""
+    compared = set(pairs["arch"]) | set(pairs["other"])
+    names = [a for a in order if a in compared]
+    at = {a: k for k, a in enumerate(names)}
+    cells = [["—"] * len(names) for _ in names]
+    for row in pairs.itertuples():
+        back = "worse" if row.verdict == "better" else row.verdict
+        cells[at[row.arch]][at[row.other]] = f"{row.verdict} {row.diff:+.4f}"
+        cells[at[row.other]][at[row.arch]] = f"{back} {-row.diff:+.4f}"
+    frame = pd.DataFrame({"arch": names, **{f"vs{k}": [r[k] for r in cells] for k in range(len(names))}})
+    spec = {"arch": ("row vs column", "{}", None), **{f"vs{k}": (a, "{}", None) for k, a in enumerate(names)}}
+    return _styled(frame, spec, "verdict_matrix", cell_css=frame.map(lambda v: VERDICT_CSS.get(str(v).split(" ")[0], "")))
 
 
 def confusion(board: pd.DataFrame) -> str:
@@ -119,13 +191,15 @@ def _signed(value: float) -> str:
 
 def significance(board: pd.DataFrame, pairs: pd.DataFrame) -> str:
     """Every pair of compared architectures: the difference of expected scores, its interval (training noise and
-    images), the t test and its Holm adjustment over all pairs, and the verdict."""
-    frame = pairs.copy()
+    images), the t test and its Holm adjustment over all pairs, and the verdict; in leaderboard order."""
+    rank = {arch: k for k, arch in enumerate(board["arch"])}
+    frame = pairs.assign(_a=pairs["arch"].map(rank), _o=pairs["other"].map(rank)).sort_values(["_a", "_o"], kind="stable")
     frame["ci"] = [NA if math.isnan(lo) else f"[{lo:+.4f}, {hi:+.4f}]" for lo, hi in zip(frame["ci_lo"], frame["ci_hi"])]
     spec = {
-        "arch": ("architecture", "{}", None),
+        "arch": ("architecture (higher mean)", "{}", None),
         "other": ("vs", "{}", None),
         "diff": ("difference", _signed, None),
+        "se": ("SE", "{:.4f}", None),
         "ci": ("95% CI", "{}", None),
         "df": ("df", lambda v: NA if math.isnan(v) else f"{v:.1f}", None),
         "p": ("p", _p, None),
