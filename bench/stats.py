@@ -46,7 +46,7 @@ _DRAWS = 20_000  # multivariate-t draws for P(best)
 
 TOO_FEW = "too few trained models ({r}) to compare"
 ONE_SEED = "one seed: its shared effect on all {r} models is unmeasured, no comparison"
-NOT_LEARNED = "did not learn (not shown better than predicting no salt)"
+NOT_LEARNED = "not shown better than predicting no salt"
 BEST = "best: better than every other"
 BEST_SET = "in the best set of {n}"
 ONLY = "best: the only architecture that learned"

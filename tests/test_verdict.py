@@ -135,7 +135,7 @@ def test_leaderboard_leads_with_the_columns_outside_tools_read(tiny_dataset: Pat
     assert on_disk["p_best"].isna().all() and on_disk["rank_lo"].isna().all()
     assert (on_disk["n_models"] == 2).all()
     for row in on_disk.itertuples():
-        assert row.verdict.startswith("did not learn") or row.verdict == stats.TOO_FEW.format(r=2)
+        assert row.verdict.startswith(stats.NOT_LEARNED) or row.verdict == stats.TOO_FEW.format(r=2)
     # the ranked score is the mean of the models' own holdout scores; the ensemble is scored beside it
     per_image = pd.read_csv(tmp_path / "run" / "per_image.csv", dtype={"id": str})
     models = per_image[per_image["split"] == "holdout"]
