@@ -16,7 +16,9 @@ part's degrees of freedom (Satterthwaite, 1946, over fold and seed): with few tr
 one-run lead is not called real. All architectures are
 estimated jointly (the mean squares are covariance matrices), so every claim below comes from one model:
 
-- ``learned``: each architecture against predicting no salt anywhere (one-sided, the same variance);
+- ``learned``: every trained model of the architecture beats predicting no salt anywhere on the holdout images
+  (one-sided, per model: a claim about these models); an architecture most of whose models did not learn is not
+  compared;
 - pairwise *better / worse* verdicts: two-sided t tests of every pair, Holm-adjusted over all pairs, so the
   family-wise rate of any false better/worse claim is at most ``alpha``;
 - *equivalent*: the simultaneous (Bonferroni) two one-sided tests put the difference inside the region of
@@ -47,7 +49,7 @@ _DRAWS = 20_000  # multivariate-t draws for P(best)
 
 TOO_FEW = "too few trained models ({r}) to compare"
 ONE_SEED = "one seed: its shared effect on all {r} models is unmeasured, no comparison"
-NOT_LEARNED = "not shown better than predicting no salt"
+NOT_LEARNED = "did not learn (no better than predicting no salt)"
 BEST = "best: better than every other"
 BEST_SET = "in the best set of {n}"
 ONLY = "best: the only architecture that learned"
@@ -227,14 +229,23 @@ def _satterthwaite(terms: list[tuple[float, float]]) -> float:
 # ------------------------------------------------------------------------------------------------ the verdict
 
 
-def collapsed(scores: np.ndarray, truth_empty: np.ndarray, pred_empty: np.ndarray) -> np.ndarray:
-    """Per replicate (R, I inputs): no better than predicting no salt, or no salt on 95% of the salt images."""
+def per_model_learned(scores: np.ndarray, truth_empty: np.ndarray, pred_empty: np.ndarray,
+                      alpha: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per trained model (R, I inputs): its one-sided p of beating predicting no salt on these images (a t test of
+    the per-image differences), and whether it did not learn: not significantly better, or no salt on 95% of the
+    salt images. A claim about each trained model, so the images are its only noise."""
     truth_empty = np.asarray(truth_empty, dtype=bool)
-    lazy = scores.mean(axis=1) <= truth_empty.mean()
+    diff = scores - truth_empty[None, :]
+    n = diff.shape[1]
+    sd = diff.std(axis=1, ddof=1) if n > 1 else np.zeros(diff.shape[0])
+    mean = diff.mean(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        p = np.where(sd > 0, sps.t.sf(mean / sd * math.sqrt(n), max(n - 1, 1)), np.where(mean > 0, 0.0, 1.0))
+    lazy = p >= alpha
     salt = ~truth_empty
     if salt.any():
         lazy |= pred_empty[:, salt].mean(axis=1) >= _EMPTY_SHARE
-    return lazy
+    return p, lazy
 
 
 def _pairs(ms: Crossed, idx: list[int], archs: Sequence[str], alpha: float, rope: float) -> pd.DataFrame:
@@ -369,12 +380,9 @@ def verdict_table(scores: np.ndarray, archs: Sequence[str], *, truth_empty: np.n
         var, df = ms.variance(own)
         se = math.sqrt(var)
         half = float(sps.t.ppf(1 - alpha / 2, df)) * se if se > 0 else 0.0
-        vs_empty = own.copy()
-        vs_empty[-1] = -1.0
-        v_e, df_e = ms.variance(vs_empty)
-        lead = float(vs_empty @ ms.means)
-        learned_p = float(sps.t.sf(lead / math.sqrt(v_e), df_e)) if v_e > 0 else (0.0 if lead > 0 else 1.0)
-        lazy = collapsed(x[a].reshape(n_rep, n_img), truth_empty, empty[a].reshape(n_rep, n_img))
+        model_p, lazy = per_model_learned(x[a].reshape(n_rep, n_img), truth_empty, empty[a].reshape(n_rep, n_img),
+                                          alpha)
+        learned_p = float(model_p.max())  # every model beat no salt: an intersection test at level alpha
         image_sd, model_sd, fold_sd, seed_sd = ms.components(own)
         if unit == "seed" and n_rep >= 2:
             seed_sd = model_sd
@@ -386,8 +394,9 @@ def verdict_table(scores: np.ndarray, archs: Sequence[str], *, truth_empty: np.n
     # a seed's initial weights are shared by its folds' models: with one seed that effect is unmeasurable
     one_seed = unit == "model" and n_seeds < 2
     enough = n_rep >= min_replicates and not one_seed
-    compared = [a for a in range(n_archs) if enough and table.at[a, "learned_p"] < alpha]
-    table["learned"] = (table["learned_p"] < alpha) & (table["collapsed"] == 0)
+    # compared: most of its models learned (its expected score then counts the ones that did not)
+    compared = [a for a in range(n_archs) if enough and 2 * table.at[a, "collapsed"] < n_rep]
+    table["learned"] = table["collapsed"] == 0
     pairs = _pairs(ms, compared, archs_b, alpha, rope) if len(compared) > 1 else pd.DataFrame(columns=PAIR_COLUMNS)
     better = {(r.arch, r.other) for r in pairs.itertuples() if r.verdict == "better"}
     names = [archs[a] for a in compared]
@@ -407,9 +416,10 @@ def verdict_table(scores: np.ndarray, archs: Sequence[str], *, truth_empty: np.n
     best_set = table.loc[table["in_best_set"], "arch"].tolist()
     verdicts = []
     for row in table.itertuples():
-        if not row.learned_p < alpha:
-            text = NOT_LEARNED
-        elif not enough:
+        if 2 * row.collapsed >= n_rep:
+            verdicts.append(f"{NOT_LEARNED}: {row.collapsed} of {n_rep} models")
+            continue
+        if not enough:
             text = (ONE_SEED if one_seed and n_rep >= min_replicates else TOO_FEW).format(r=n_rep)
         elif row.in_best_set:
             text = (ONLY if len(names) == 1 else BEST if len(best_set) == 1 else BEST_SET.format(n=len(best_set)))
@@ -421,7 +431,7 @@ def verdict_table(scores: np.ndarray, archs: Sequence[str], *, truth_empty: np.n
         else:
             text = WORSE.format(other=next(o for o in table["arch"] if (o, row.arch) in better))
         if row.collapsed:
-            text += f"; {row.collapsed} of {n_rep} models collapsed"
+            text += f"; {row.collapsed} of {n_rep} models did not learn"
         verdicts.append(text)
     table["verdict"] = verdicts
     table = table[COLUMNS]

@@ -110,7 +110,7 @@ def test_a_collapsed_model_is_counted_and_unlearned_rows_are_not_compared() -> N
     table = stats.verdict_table(x, ["a", "b", "c"], truth_empty=truth_empty, pred_empty=pred_empty)
     rows = table.set_index("arch")
     assert rows.loc["b", "collapsed"] == 1 and not rows.loc["b", "learned"]
-    assert "1 of 6 models collapsed" in rows.loc["b", "verdict"]
+    assert "1 of 6 models did not learn" in rows.loc["b", "verdict"]
     assert rows.loc["c", "verdict"].startswith(stats.NOT_LEARNED) and rows.loc["c", "collapsed"] == 6
     assert math.isnan(rows.loc["c", "p_best"]) and rows.loc["a", "learned"]
     assert set(table.attrs["pairs"][["arch", "other"]].to_numpy().ravel()) == {"a", "b"}
