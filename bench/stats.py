@@ -406,7 +406,7 @@ def verdict_table(scores: np.ndarray, archs: Sequence[str], *, truth_empty: np.n
     table["in_best_set"] = False
     if compared:
         dfs = pairs["df"].to_numpy(dtype=float) if len(pairs) else np.array([math.inf])
-        table.loc[compared, "p_best"] = (_p_best(ms, compared, float(np.median(dfs)), n_draws, seed)
+        table.loc[compared, "p_best"] = (_p_best(ms, compared, float(np.min(dfs)), n_draws, seed)
                                          if len(compared) > 1 else 1.0)
         for a in compared:
             above = sum((o, archs[a]) in better for o in names)

@@ -83,7 +83,7 @@ def null_and_power(r: int, args: argparse.Namespace, rng: np.random.Generator) -
             return {"claims": 0.0}
         pairs = table.attrs["pairs"]
         tallies["fwer"].append(float((pairs["verdict"] == "better").any()))
-        tallies["excluded"].append(float((~table["in_best_set"]).any()))
+        tallies["excluded"].append(float((~table["in_best_set"] & table["p_best"].notna()).any()))
         tallies["coverage"].append(float(_covered(table, base)))
     for lead in (0.01, 0.02):
         mu = base.copy()
