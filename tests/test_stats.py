@@ -40,7 +40,9 @@ def test_a_clear_winner_is_best_and_better_than_every_other() -> None:
     table = _table(_scores([0.80, 0.60, 0.59, 0.58]))
     top = table.iloc[0]
     assert top["arch"] == "a" and top["verdict"] == stats.BEST
-    assert top["p_best"] > 0.99 and (top["rank_lo"], top["rank_hi"]) == (1, 1)
+    # 2 folds x 3 seeds: the draws are t with the fold's one degree of freedom or so, heavy-tailed by design
+    assert top["p_best"] > 0.95 and (top["rank_lo"], top["rank_hi"]) == (1, 1)
+    assert top["p_best"] == table["p_best"].max()
     assert table["in_best_set"].tolist() == [True, False, False, False]
     assert all(v == "worse than a" for v in table["verdict"].iloc[1:])
     pairs = table.attrs["pairs"]
