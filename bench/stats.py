@@ -60,28 +60,6 @@ COLUMNS = ["arch", "score", "se", "ci_lo", "ci_hi", "n_models", "collapsed", "le
 PAIR_COLUMNS = ["arch", "other", "diff", "se", "df", "ci_lo", "ci_hi", "p", "p_holm", "verdict"]
 
 
-@dataclass(frozen=True)
-class Interval:
-    mean: float
-    lo: float
-    hi: float
-
-
-def bootstrap_ci(diff: np.ndarray, *, n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> Interval:
-    """Percentile bootstrap CI of the mean of ``diff`` over images (one trained model's images only)."""
-    diff = np.asarray(diff, dtype=np.float64)
-    if diff.size == 0:
-        return Interval(math.nan, math.nan, math.nan)
-    rng = np.random.default_rng(seed)
-    means = np.empty(n_boot)
-    for start in range(0, n_boot, 256):
-        stop = min(start + 256, n_boot)
-        means[start:stop] = diff[rng.integers(0, diff.size, size=(stop - start, diff.size))].mean(axis=1)
-    alpha = (1 - level) / 2
-    lo, hi = np.quantile(means, [alpha, 1 - alpha])
-    return Interval(float(diff.mean()), float(lo), float(hi))
-
-
 def holm(pvalues: np.ndarray) -> np.ndarray:
     """Holm step-down adjusted p-values (NaN entries stay NaN and do not count as tests)."""
     p = np.asarray(pvalues, dtype=np.float64)
@@ -369,13 +347,10 @@ def verdict_table(scores: np.ndarray, archs: Sequence[str], *, truth_empty: np.n
     empty = replicates(np.where(np.isnan(x4), np.nan, empty4.astype(np.float64)))[0].astype(bool)
     n_archs, n_folds, n_seeds, n_img = x.shape
     n_rep = n_folds * n_seeds
-    # the all-empty prediction as one more row: each architecture is tested against it with the same variance
-    baseline = np.broadcast_to(truth_empty.astype(np.float64), (1, n_folds, n_seeds, n_img))
-    ms = Crossed.of(np.concatenate([x, baseline]))
-    archs_b = [*archs, "all-empty"]
+    ms = Crossed.of(x)
     rows = []
     for a in range(n_archs):
-        own = np.zeros(n_archs + 1)
+        own = np.zeros(n_archs)
         own[a] = 1.0
         var, df = ms.variance(own)
         se = math.sqrt(var)
@@ -397,7 +372,7 @@ def verdict_table(scores: np.ndarray, archs: Sequence[str], *, truth_empty: np.n
     # compared: most of its models learned (its expected score then counts the ones that did not)
     compared = [a for a in range(n_archs) if enough and 2 * table.at[a, "collapsed"] < n_rep]
     table["learned"] = table["collapsed"] == 0
-    pairs = _pairs(ms, compared, archs_b, alpha, rope) if len(compared) > 1 else pd.DataFrame(columns=PAIR_COLUMNS)
+    pairs = _pairs(ms, compared, archs, alpha, rope) if len(compared) > 1 else pd.DataFrame(columns=PAIR_COLUMNS)
     better = {(r.arch, r.other) for r in pairs.itertuples() if r.verdict == "better"}
     names = [archs[a] for a in compared]
     table["p_best"] = math.nan
