@@ -212,3 +212,14 @@ def test_a_bad_precision_is_one_line() -> None:
     with pytest.raises(BenchError) as err:
         _cfg("runtime.precision=fp16")
     assert "runtime.precision" in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.skipif(not Path("/proc/cpuinfo").is_file(), reason="the CPU's flags are read from /proc/cpuinfo")
+def test_native_bf16_follows_the_cpu_flags_not_onednn_emulation() -> None:
+    """bf16 counts as native only with avx512_bf16 or AMX among the CPU's flags: oneDNN also "supports" bf16 on
+    plain AVX-512 by emulating it, which trains slower than float32."""
+    flags = set()
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("flags"):
+            flags.update(line.split(":", 1)[1].split())
+    assert runtime.native_bf16() == bool(flags & {"avx512_bf16", "amx_tile"})
