@@ -101,6 +101,17 @@ class EmptyHeadConfig:
 
 
 @dataclass
+class BudgetConfig:
+    """Equal compute instead of equal epochs (``bench.cost``): each architecture trains for the epochs that spend
+    ``train_flops`` counted training FLOPs per trained model, or see ``images`` training images. ``epochs`` is
+    derived when the data has loaded (architecture -> epochs) and recorded in the run's config."""
+
+    train_flops: float | None = field(default=None, metadata=_range(0))
+    images: float | None = field(default=None, metadata=_range(0))
+    epochs: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
 class ProtocolConfig:
     folds: int = field(default=5, metadata=_range(2, 20))
     fold_seed: int = field(default=0, metadata=_range(0))
@@ -121,6 +132,8 @@ class ProtocolConfig:
     # region of practical equivalence of the verdict, in TGS points: two architectures whose difference is shown to
     # lie inside +-rope are "equivalent" (README, "The verdict")
     rope: float = field(default=0.01, metadata=_range(0, 1))
+    # equal compute (``bench.cost``): null = every architecture trains ``epochs`` epochs
+    budget: BudgetConfig | None = None
 
 
 PRECISIONS = ("auto", "float32", "bfloat16")  # runtime.precision
@@ -181,20 +194,37 @@ class Config:
         if bad:
             raise BenchError(f"{source}: architectures.{arch}.train.{bad[0]}: not a per-architecture setting "
                              f"(allowed: {', '.join(RECIPE_KEYS)})")
-        protocol = self.protocol
+        protocol, runtime = self.protocol, self.runtime
         if override:
             merged = deep_merge(dataclasses.asdict(self.protocol), override)
             protocol = _build(ProtocolConfig, merged, f"architectures.{arch}.train", source)
+        if protocol.budget is not None and arch in protocol.budget.epochs:
+            protocol, runtime = _budgeted(protocol, runtime, protocol.budget.epochs[arch])
         model = {"encoder": self.protocol.model.encoder, "encoder_weights": self.protocol.model.encoder_weights,
                  **self.arch_options(arch)}
         if self.protocol.empty_head is not None:
             model["empty_head"] = {"dropout": self.protocol.empty_head.dropout}
         tuned = (self.architectures.get(arch) or {}).get("tuned")
         return ArchPlan(arch=arch, protocol=protocol, model=model, recipe_override=override,
-                        protocol_hash=protocol_hash(self), runtime=self.runtime, tuned=None if tuned is None else str(tuned))
+                        protocol_hash=protocol_hash(self), runtime=runtime, tuned=None if tuned is None else str(tuned))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def _budgeted(p: ProtocolConfig, runtime: RuntimeConfig, epochs: int) -> tuple[ProtocolConfig, RuntimeConfig]:
+    """The protocol at ``epochs`` derived from the budget: warm-up, loss switch and validation interval keep their
+    fraction of the schedule (a switch at the last epoch stays at the last epoch)."""
+    scale = epochs / p.epochs
+
+    def scaled(n: int) -> int:
+        return max(int(round(n * scale)), 1) if n else 0
+
+    scheduler = dataclasses.replace(p.scheduler, warmup_epochs=min(scaled(p.scheduler.warmup_epochs), epochs))
+    switch = p.loss.switch_epoch
+    loss = p.loss if switch is None else dataclasses.replace(p.loss, switch_epoch=min(scaled(switch), epochs))
+    return (dataclasses.replace(p, epochs=epochs, scheduler=scheduler, loss=loss),
+            dataclasses.replace(runtime, validate_every=scaled(runtime.validate_every)))
 
 
 @dataclass(frozen=True)
@@ -257,11 +287,14 @@ ARCH_RESERVED = ("train", "tuned")  # keys of ``architectures.<arch>`` that are 
 def protocol_dict(cfg: Config) -> dict[str, Any]:
     """The part of the config every cell must share: data and protocol (not the architectures, not runtime).
 
-    ``empty_head`` is left out while it is off, so the hash of a protocol without the head is the one it had
-    before the head existed and older run directories continue under it."""
+    ``empty_head`` and ``budget`` are left out while they are off, so the hash of a protocol without them is the
+    one it had before they existed and older run directories continue under it."""
     d = cfg.to_dict()
-    if d["protocol"]["empty_head"] is None:
-        del d["protocol"]["empty_head"]
+    for key in ("empty_head", "budget"):
+        if d["protocol"][key] is None:
+            del d["protocol"][key]
+    if "budget" in d["protocol"]:  # derived from the budget, the data and the architectures, which are hashed
+        del d["protocol"]["budget"]["epochs"]
     return {"data": d["data"], "protocol": d["protocol"]}
 
 
@@ -457,6 +490,11 @@ def _validate(cfg: Config, source: str) -> None:
                          "(protocol.empty_head: null turns the head off)")
     if head is not None and not head.dropout < 1:
         raise BenchError(f"{source}: protocol.empty_head.dropout: {head.dropout!r} must be below 1")
+    budget = cfg.protocol.budget
+    if budget is not None and (budget.train_flops is None) == (budget.images is None):
+        raise BenchError(f"{source}: protocol.budget: give exactly one of train_flops or images (null: equal epochs)")
+    if budget is not None and not (budget.train_flops or budget.images) > 0:
+        raise BenchError(f"{source}: protocol.budget: the budget must be above 0")
     if not cfg.architectures:
         raise BenchError(f"{source}: architectures: no architecture to run")
     import architectures

@@ -51,7 +51,8 @@ def cell_identity(plan: ArchPlan, device: torch.device) -> dict[str, Any]:
 
     return {
         "protocol_hash": plan.protocol_hash, "arch": plan.arch, "model": plan.model,
-        "recipe": dataclasses.asdict(plan.recipe), "device_type": device.type, "dtype": arithmetic(device),
+        "recipe": dataclasses.asdict(plan.recipe), "epochs": plan.protocol.epochs,  # per architecture under a budget
+        "device_type": device.type, "dtype": arithmetic(device),
         "deterministic": plan.runtime.deterministic, "compile": plan.runtime.compile_mode,
         "torch": torch.__version__, "smp": smp.__version__, "timm": timm.__version__, "code": code_version(),
     }

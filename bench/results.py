@@ -114,6 +114,7 @@ def _score_group(run: RunDir, arch: str, seed: int, group: pd.DataFrame, data: d
         "tuned": group["tuned"].iloc[0] or "", "params": int(group["params"].iloc[0]), "gmacs": group["macs"].iloc[0] / 1e9,
         "train_images_per_s": group["train_images_per_s"].mean(), "infer_images_per_s": group["infer_images_per_s"].mean(),
         "peak_mem_mb": group["peak_mem_mb"].max() if group["peak_mem_mb"].notna().any() else np.nan,
+        **_cost(group),
         "oof_score": float(single.mean()), "oof_score_threshold_only": scores.mean(),
         "oof_score_no_tta": tgs_precision(truth, pred_plain).mean(),
         "oof_score_pooled_threshold": decision.score_raw, "threshold": f"{decision.threshold:.2f}",
@@ -494,6 +495,16 @@ def current(run_dir: Path | RunDir) -> tuple[pd.DataFrame, pd.DataFrame]:
 DECISION_DTYPES = {c: str for c in ("threshold", "min_area", "empty_max_prob", "head_cut", "verdict", "recipe", "tuned")}
 
 
+def _cost(group: pd.DataFrame) -> dict[str, float]:
+    """What one trained model of the group cost (``bench.cost``): epochs, counted training PFLOP, device-seconds of
+    training, batch-1 latency (ms). NaN for cells written before cost was recorded."""
+    def mean(column: str, scale: float = 1.0) -> float:
+        return float(group[column].mean()) / scale if column in group and group[column].notna().any() else np.nan
+
+    return {"epochs": mean("epochs"), "train_pflop": mean("train_flops", 1e15), "train_s": mean("train_s"),
+            "infer_ms": mean("infer_ms")}
+
+
 def ranked_baseline(manifest: dict[str, Any]) -> float | None:
     """The TGS score of predicting every mask empty on the images the ranking score is computed on (the holdout
     when there is one): the floor any learned model must clear. None before the run is aggregated."""
@@ -505,10 +516,12 @@ def ranked_baseline(manifest: dict[str, Any]) -> float | None:
 def format_leaderboard(board: pd.DataFrame, manifest: dict[str, Any] | None = None) -> str:
     """The console table: the ranked score with its interval, the claims, the verdict, then what it cost."""
     cols = ["rank", "arch", "score", "ci", "ensemble_score", "oof_score", "p_best", "rank_lo", "rank_hi", "verdict",
-            "recipe", "params", "train_images_per_s"]
+            "recipe", "epochs", "params", "train_pflop", "train_images_per_s"]
     view = board.assign(ci=[_interval(lo, hi) for lo, hi in zip(board["ci_lo"], board["ci_hi"])])
     view = view[[c for c in cols if c in view]].copy()
     view["params"] = (view["params"] / 1e6).map("{:.2f}M".format)
+    view["epochs"] = [f"{e:.0f}" if e == e else "-" for e in view["epochs"]]
+    view["train_pflop"] = [f"{f:.4f}" if f == f else "-" for f in view["train_pflop"]]
     view["rank"] = [_interval(lo, hi, "{:.0f}") for lo, hi in zip(board["rank_lo"], board["rank_hi"])]
     view["p_best"] = [f"{p:.2f}" if p == p else "-" for p in board["p_best"]]
     view = view.drop(columns=["rank_lo", "rank_hi"]).rename(

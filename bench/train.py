@@ -23,13 +23,13 @@ import torch
 import torch.nn.functional as F
 
 import architectures
-from bench import atomic, classifier, losses, runtime
+from bench import atomic, classifier, cost, losses, runtime
 from bench import rundir as layout
 from bench.augment import augment, make_generator, stream_seed
 from bench.checkpoint import CheckpointWriter, snapshot
 from bench.checkpoint import to_bytes as _to_bytes
 from bench.config import ArchPlan, ProtocolConfig
-from bench.errors import summary
+from bench.errors import BenchError, summary
 from bench.identity import cell_hash, cell_identity
 from bench.inference import autocast, from_network, predict_outputs, quantise, split_outputs, to_network
 from bench.metrics import iou, tgs_precision
@@ -382,6 +382,7 @@ def cell_metrics(plan: ArchPlan, cell: Cell, trainer: Trainer, split: Split, sta
     """``metrics.json``: what the cell is, what it kept, how it went and what it cost."""
     p, device = plan.protocol, trainer.device
     described = architectures.describe(trainer.model, input_size=p.input.size, in_channels=1)
+    flops = cost.count_flops(plan)
     head = {}
     if final.oof_head is not None:  # the head as a classifier of this fold's validation images, at 0.5
         judged = classifier.classifier_metrics(final.oof_head, ~split.val_truth.any(axis=(1, 2)))
@@ -392,10 +393,13 @@ def cell_metrics(plan: ArchPlan, cell: Cell, trainer: Trainer, split: Split, sta
         "status": final.status, "stop_reason": state.stop_reason, "arch_kwargs": plan.model,
         "arch_train": plan.recipe_override, "encoder": plan.model["encoder"],
         "params": described["params"], "macs": described["macs"], "output_stride": described["output_stride"],
-        "checkpoint": p.checkpoint, "kept_epochs": final.kept_epochs, "epochs_run": len(state.history),
+        "checkpoint": p.checkpoint, "kept_epochs": final.kept_epochs, "epochs": p.epochs, "epochs_run": len(state.history),
         "val_score": final.val_score,
         "train_images_per_s": state.train_images / max(state.train_time, 1e-9),
         "infer_images_per_s": final.infer_images_per_s,
+        # cost: FLOPs counted (the same on any machine), seconds and latency measured on this device
+        "train_flops": flops.train * state.train_images, "infer_flops": flops.infer, "train_s": state.train_time,
+        "infer_ms": cost.latency_ms(trainer.model, p.input, device),
         "peak_mem_mb": torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None,
         "device": str(device), "device_name": runtime.device_name(device), "dtype": identity["dtype"],
         "n_train": len(split.train_idx), "n_val": len(split.val_idx), "wall_s": wall_s, **head,
@@ -436,6 +440,9 @@ def train_cell(
     from tqdm.auto import tqdm
 
     out_dir, device = Path(out_dir), data.images.device
+    budget = plan.protocol.budget
+    if budget is not None and plan.arch not in budget.epochs:
+        raise BenchError(f"protocol.budget: no epochs derived for {plan.arch} (bench.cost.resolve runs when the data loads)")
     split = Split.of(data, folds, cell.fold, plan.protocol)
     trainer = Trainer(plan, cell, data, split.steps_per_epoch)
     identity = cell_identity(plan, device)

@@ -50,6 +50,9 @@ RECIPES: dict[str, list[str]] = {
     "dice1": ["protocol.loss.first.dice=1.0"],
     "bf16-30ep": ["protocol.epochs=30", "protocol.loss.switch_epoch=30"],
     "fp32-30ep": ["protocol.epochs=30", "protocol.loss.switch_epoch=30", "runtime.precision=float32"],
+    # four trained models per architecture (2 folds x 2 seeds) at about the compute of two 40-epoch ones
+    "f2s2-ep20-lr5e-3": ["protocol.seeds=[0,1]", "protocol.epochs=20", "protocol.loss.switch_epoch=20",
+                         "protocol.optimizer.lr=5.0e-3"],
 }
 DEFAULT_VARIANTS = "1:default,2:default,3:default,1:hard,2:hard,3:hard"
 

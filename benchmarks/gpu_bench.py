@@ -55,8 +55,9 @@ from torch.autograd import DeviceType
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import architectures
-from bench import atomic, checkpoint, config, losses, runtime
+from bench import atomic, checkpoint, config, cost, losses, runtime
 from bench.config import ArchPlan, Config, ProtocolConfig
+from bench.errors import BenchError
 from bench.identity import cell_hash, cell_identity
 from bench.inference import autocast, from_network, predict_outputs, split_outputs, to_network
 from bench.rundir import Cell
@@ -289,6 +290,11 @@ def _pool(cfg: Config) -> int:
     return n if d.source == "synthetic" else round(n * (1 - d.holdout))
 
 
+def _grid_budget(cfg: Config) -> Config:
+    """``cfg`` with ``protocol.budget``'s epochs derived on folds of the configured pool's size (``bench.cost``)."""
+    return cost.resolve(cfg, _pool(cfg))
+
+
 def _grid_steps_per_epoch(cfg: Config, plan: ArchPlan) -> int:
     n_fold_train = _pool(cfg) - _pool(cfg) // plan.protocol.folds
     return max(n_fold_train // min(plan.protocol.batch_size, n_fold_train), 1)
@@ -488,21 +494,21 @@ def count_ops(cfg: Config, arch: str, data: DeviceData) -> OpCounts:
     trainer = Trainer(plan, cell, data, steps_per_epoch=_grid_steps_per_epoch(cfg, plan))
     one = _split(data, p.batch_size, p)
     train_one_epoch(trainer, data, one, cell, 0)
-    ops, flops, optimizer_ops, convolutions = {}, 0.0, 0, 0
+    ops, optimizer_ops, convolutions = {}, 0, 0
     for stage, epoch in _stages(p):
-        counter, flops = _counted(lambda e=epoch: train_one_epoch(trainer, data, one, cell, e), trainer.optimizer)
+        counter, _ = _counted(lambda e=epoch: train_one_epoch(trainer, data, one, cell, e), trainer.optimizer)
         ops[stage], optimizer_ops = counter.total, counter.optimizer_ops
         convolutions = counter.ops["convolution"]
-    predict_ops, infer_flops = {}, 0.0
+    predict_ops = {}
     images = data.images[: p.batch_size]
     for kind in ("plain", "tta"):
-        counter, kind_flops = _counted(lambda t=kind == "tta": predict_outputs(trainer.model, images, p.input, data.mean,
-                                                                                data.std, tta=t))
+        counter, _ = _counted(lambda t=kind == "tta": predict_outputs(trainer.model, images, p.input, data.mean,
+                                                                       data.std, tta=t))
         predict_ops[kind] = counter.total
-        infer_flops = kind_flops if kind == "plain" else infer_flops
     state_bytes = sum(t.numel() * t.element_size() for t in _tensors(trainer.state()))
-    return OpCounts(arch, sum(t.numel() for t in trainer.model.parameters()) / 1e6, flops / p.batch_size, ops,
-                    optimizer_ops, _fused_adamw_ops(trainer.model, p), convolutions, infer_flops / p.batch_size,
+    flops = cost.count_flops(plan)  # per image, the count every cell records
+    return OpCounts(arch, sum(t.numel() for t in trainer.model.parameters()) / 1e6, flops.train, ops,
+                    optimizer_ops, _fused_adamw_ops(trainer.model, p), convolutions, flops.infer,
                     predict_ops, state_bytes / 2**20)
 
 
@@ -770,6 +776,9 @@ def main() -> None:
     ap.add_argument("--determinism-steps", type=int, help="steps per loss stage of the determinism check (default 10; "
                     "2 with --smoke)")
     ap.add_argument("--smoke", action="store_true", help="CPU, tu-test_resnet, 64 px, batch 4, tiny random data, one thread")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+                    help="config override, repeatable; e.g. --set 'protocol.budget={train_flops: 2.0e16}' sizes the "
+                         "grid at equal compute (each architecture's epochs derived as a run would derive them)")
     args = ap.parse_args()
     steps = args.steps if args.steps is not None else 2 if args.smoke else 30
     warmup = args.warmup if args.warmup is not None else 1 if args.smoke else 5
@@ -778,7 +787,7 @@ def main() -> None:
         ap.error("--steps, --warmup and --determinism-steps must be at least 1")
     grid_paths = args.config or [config.CONFIG_DIR / "benchmark.yaml"]
     paths = args.config or [config.CONFIG_DIR / ("quick.yaml" if args.smoke else "benchmark.yaml")]
-    cfg = config.load(paths, SMOKE_SET if args.smoke else [])
+    cfg = _grid_budget(config.load(paths, [*(SMOKE_SET if args.smoke else []), *args.overrides]))
     # the determinism check needs cuBLAS's fixed workspace from CUDA's start, whatever runtime.deterministic says
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", runtime.CUBLAS_WORKSPACE)
     device = runtime.setup(cfg)
@@ -812,12 +821,12 @@ def main() -> None:
         compile_table(cfg, compile_archs, modes, device, steps, warmup, skipped)
         determinism_table(cfg, archs, device, det_steps)
     if not cuda:
-        grid_cfg = config.load(grid_paths, ["runtime.device=cpu"])
+        grid_cfg = _grid_budget(config.load(grid_paths, ["runtime.device=cpu", *args.overrides]))
         grid_name = " + ".join(Path(p).name for p in grid_paths)
         if args.smoke:
             count_cfg, count_archs = cfg, [a for a in archs if a in grid_cfg.architectures]
         else:
-            count_cfg = config.load(paths, ["runtime.device=cpu", f"protocol.batch_size={COUNT_BATCH}"])
+            count_cfg = config.load(paths, ["runtime.device=cpu", *args.overrides, f"protocol.batch_size={COUNT_BATCH}"])
             count_archs = archs
         print(f"\nno CUDA device: the grid of {grid_name} is estimated from ops and FLOPs counted on this CPU"
               + (" (smoke: on the smoke model)" if args.smoke else f" at its geometry, batch {COUNT_BATCH}"))
@@ -826,4 +835,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except BenchError as exc:  # a config or budget the grid cannot take: one line, no traceback
+        sys.exit(f"gpu_bench: error: {exc}")

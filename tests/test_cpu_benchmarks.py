@@ -1,6 +1,7 @@
 """The CPU profile's two benchmark scripts run end to end on tiny settings and print what their tables claim:
 ``cpu_profile.py`` (the real ``salt-bench run`` on a written variant; margins over the all-empty score of the
-images ranked) and ``cpu_step_speed.py`` (img/s of the real ``Trainer.step`` per candidate)."""
+images ranked), ``cpu_step_speed.py`` (img/s of the real ``Trainer.step`` per candidate), ``cpu_step_profile.py``
+(where a step's time goes) and ``cost_table.py`` (counted FLOPs, parameters, img/s)."""
 from __future__ import annotations
 
 import json
@@ -63,3 +64,29 @@ def test_cpu_step_speed_prints_a_row_per_candidate() -> None:
         ips, per_epoch = [float(v) for v in values[:2]], float(values[2])
         assert len(values) == 4 and all(v > 0 for v in ips)
         assert per_epoch == pytest.approx(sum(240 / v for v in ips), rel=0.05)
+
+
+def test_cost_table_prints_the_flops_every_cell_records() -> None:
+    from bench import config, cost
+
+    done = _script("cost_table.py", "--configs", "quick.yaml", "--archs", "unet,linknet", "--steps", "1", "--repeats", "1")
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = {line.split()[0]: line.split()[1:] for line in done.stdout.splitlines() if line.split()[:1] in (["unet"], ["linknet"])}
+    cfg = config.load([config.CONFIG_DIR / "quick.yaml"], [])
+    for arch, values in rows.items():
+        flops = cost.count_flops(cfg.plan(arch))
+        assert float(values[0]) == pytest.approx(flops.train / 1e9, abs=5e-4)
+        assert float(values[1]) == pytest.approx(flops.infer / 1e9, abs=5e-4)
+        assert float(values[3]) > 0
+    assert float(rows["linknet"][4]) == 1.0  # the cheapest in counted FLOPs is the unit
+
+
+def test_cpu_step_profile_splits_a_step_into_phases_and_operators() -> None:
+    done = _script("cpu_step_profile.py", "--archs", "unet", "--steps", "2")
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = [line.split() for line in done.stdout.splitlines() if line.startswith("unet")]
+    phases, shares = lines
+    ms = [float(v) for v in phases[3::2]]  # batch, forward+loss, backward, optimizer in ms
+    assert len(ms) == 4 and all(v > 0 for v in ms) and sum(ms) == pytest.approx(float(phases[2]), rel=0.01)
+    percents = [float(v.rstrip("%")) for v in shares[1:]]
+    assert len(percents) == 8 and percents[0] > 5 and sum(percents) == pytest.approx(100, abs=len(percents))

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench import atomic
+from bench import atomic, cost
 from bench.config import Config
 from bench.data import folds as bfolds
 from bench.data import source
@@ -85,6 +85,7 @@ def partition(cfg: Config, splits_file: Path, holdout_file: Path) -> Partition:
     if len(ids) < cfg.protocol.folds:
         raise BenchError(f"{cfg.data.source}: {len(ids)} development images cannot make protocol.folds="
                          f"{cfg.protocol.folds} folds")
+    cfg = cost.resolve(cfg, len(ids))  # protocol.budget's epochs per architecture; refused before anything is written
     try:
         assignment = bfolds.load_or_make_splits(splits_file, ids, data.masks[dev], k=cfg.protocol.folds,
                                                 seed=cfg.protocol.fold_seed)

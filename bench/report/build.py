@@ -86,6 +86,18 @@ def _summary(run: RunData) -> dict[str, Any]:
     }
 
 
+def _budget(run: RunData) -> dict[str, Any]:
+    """The banner of the cost section: equal epochs, or equal compute and the epochs it gave each architecture."""
+    budget = run.protocol_record.get("protocol", {}).get("budget")
+    epochs = (run.config.get("protocol", {}).get("budget") or {}).get("epochs") or {}
+    if not budget:
+        return {"equal": "epochs", "epochs": run.protocol_record.get("protocol", {}).get("epochs")}
+    unit = "training images" if budget.get("images") is not None else "training FLOPs (counted)"
+    amount = budget.get("images") if budget.get("images") is not None else budget.get("train_flops")
+    return {"equal": "compute", "amount": f"{amount:.4g}", "unit": unit,
+            "per_arch": ", ".join(f"{a} {e}" for a, e in sorted(epochs.items()))}
+
+
 def _figures(run: RunData, order: list[str]) -> dict[str, str | None]:
     colours = plots.palette(order)
     counts = run.oof_images.drop_duplicates("id").groupby("coverage_class").size()
@@ -148,6 +160,7 @@ def context(run: RunData) -> dict[str, Any]:
         "significance": Markup(tables.significance(run.board, run.pairs)) if len(run.pairs) else None,
         "verdict_matrix": Markup(tables.verdict_matrix(run.pairs, order)) if len(run.pairs) else None,
         "variance": Markup(tables.variance(run.board)),
+        "cost": Markup(tables.cost(run.board)), "budget": _budget(run),
         "n_pairs": len(run.pairs),
         "n_folds": int(run.oof_images["fold"].nunique()),
         "figures": _figures(run, order),

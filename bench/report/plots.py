@@ -116,12 +116,22 @@ def _front(x: np.ndarray, y: np.ndarray, higher_x_better: bool) -> np.ndarray:
     return np.array(keep, dtype=int)
 
 
-def pareto_plot(board: pd.DataFrame, colours: Palette, baseline: float | None, score_label: str) -> str:
-    """Ranking score vs size and vs inference speed; the dashed line joins the Pareto-optimal architectures."""
-    panels = (("params", 1e-6, "parameters (millions, log)", False),
+#: (column, scale, axis label, higher is better) of the cost panels, in order; runs written before cost was
+#: recorded fall back to size and inference speed
+COST_PANELS = (("train_pflop", 1.0, "training PFLOP per model (counted, log)", False),
+               ("train_s", 1.0, "training seconds per model, this device (log)", False),
+               ("infer_ms", 1.0, "latency ms at batch 1, this device (log)", False))
+OLD_PANELS = (("params", 1e-6, "parameters (millions, log)", False),
               ("infer_images_per_s", 1.0, "inference images/s (log)", True))
+
+
+def pareto_plot(board: pd.DataFrame, colours: Palette, baseline: float | None, score_label: str) -> str:
+    """Ranking score vs training compute, training time and latency; the dashed line joins the Pareto-optimal
+    architectures (no cheaper one scores higher)."""
+    panels = [p for p in COST_PANELS if p[0] in board and board[p[0]].notna().any()] or list(OLD_PANELS)
     with plt.rc_context(_RC):
-        fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+        fig, axes = plt.subplots(1, len(panels), figsize=(5.4 * len(panels), 4), squeeze=False)
+        axes = axes[0]
         labels = []
         for ax, (column, scale, label, higher_better) in zip(axes, panels):
             sub = board[["arch", column, "score"]].dropna()

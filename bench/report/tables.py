@@ -150,6 +150,24 @@ def variance(board: pd.DataFrame) -> str:
     return _styled(frame, spec, "variance")
 
 
+def cost(board: pd.DataFrame) -> str:
+    """Per architecture, what one trained model cost beside what it scored: epochs, counted training PFLOP (the
+    same on any machine), training seconds and batch-1 latency on the run's device, size."""
+    frame = _board_view(board)
+    spec = {
+        "arch": ("architecture", "{}", None),
+        "score": ("score", "{:.4f}", "max"),
+        "epochs": ("epochs", "{:.0f}", None),
+        "train_pflop": ("training PFLOP per model (counted)", "{:.4f}", "min"),
+        "train_s": ("training s per model (this device)", "{:.0f}", "min"),
+        "train_images_per_s": ("train img/s", "{:.0f}", "max"),
+        "infer_ms": ("latency ms, batch 1", "{:.2f}", "min"),
+        "params": ("params (M)", lambda v: f"{v / 1e6:.2f}", "min"),
+        "gmacs": ("GMACs", "{:.2f}", "min"),
+    }
+    return _styled(frame, spec, "cost")
+
+
 def verdict_matrix(pairs: pd.DataFrame, order: list[str]) -> str:
     """Architectures x architectures: the row's verdict against the column (better / worse / equivalent /
     unresolved) and the difference row minus column, from the pairwise table."""
