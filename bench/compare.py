@@ -22,8 +22,8 @@ from bench import atomic, results, stats
 from bench.errors import BenchError
 from bench.rundir import RunDir
 
-COLUMNS = ["arch", "split", "n_images", "n_models", "head_a", "head_b", "score_a", "score_b", "diff", "se", "df",
-           "ci_lo", "ci_hi", "p", "p_holm", "verdict", "differences"]
+COLUMNS = ["arch", "split", "n_images", "n_models", "head_a", "head_b", "epochs_a", "epochs_b", "rank_a", "rank_b",
+           "score_a", "score_b", "diff", "se", "df", "ci_lo", "ci_hi", "p", "p_holm", "verdict", "differences"]
 _MISSING = object()  # a key one record has and the other lacks
 
 
@@ -72,14 +72,17 @@ def check_images(run_a: RunDir, run_b: RunDir) -> None:
 
 
 def _settings(run: RunDir) -> dict[str, dict[str, Any]]:
-    """Per architecture: its model options and recipe as its cells recorded them."""
+    """Per architecture: its model options, recipe and epochs (derived per architecture under ``protocol.budget``)
+    as its cells recorded them."""
     cells = run.metrics_table()
     if cells.empty:
         return {}
     out = {}
     for arch, group in cells.groupby("arch"):
         row = group.iloc[0]
-        out[str(arch)] = {"model": dict(row["arch_kwargs"]), "train": row.get("arch_train") or {}}
+        epochs = row.get("epochs")
+        out[str(arch)] = {"model": dict(row["arch_kwargs"]), "train": row.get("arch_train") or {},
+                          "epochs": None if epochs is None or epochs != epochs else int(epochs)}
     return out
 
 
@@ -122,7 +125,8 @@ def compare(run_a: Path | RunDir, run_b: Path | RunDir, out: Path | None = None)
     if not archs:
         raise BenchError(f"{run_a} and {run_b} have no finished architecture in common")
     protocol_diff = differences(record_a, record_b)
-    per_a, per_b = results.current(run_a)[1], results.current(run_b)[1]
+    (board_a, per_a), (board_b, per_b) = results.current(run_a), results.current(run_b)
+    rank_a, rank_b = (dict(zip(board["arch"], board["rank"])) for board in (board_a, board_b))
     rows = []
     for arch in archs:
         split = "holdout" if all(((p["arch"] == arch) & (p["split"] == "holdout")).any() for p in (per_a, per_b)) else "oof"
@@ -137,6 +141,8 @@ def compare(run_a: Path | RunDir, run_b: Path | RunDir, out: Path | None = None)
         own = [f"architectures.{arch}.{x}" for x in differences(settings_a[arch], settings_b[arch])]
         rows.append({"arch": arch, "split": split, "n_images": d.n_images, "n_models": d.n_models,
                      "head_a": _head_label(record_a), "head_b": _head_label(record_b),
+                     "epochs_a": settings_a[arch]["epochs"], "epochs_b": settings_b[arch]["epochs"],
+                     "rank_a": rank_a.get(arch), "rank_b": rank_b.get(arch),
                      "score_a": float(np.nanmean(a)), "score_b": float(np.nanmean(b)), "diff": d.diff, "se": d.se,
                      "df": d.df, "ci_lo": d.ci_lo, "ci_hi": d.ci_hi, "p": d.p,
                      "differences": "; ".join(protocol_diff + own) or "none"})

@@ -417,6 +417,8 @@ def _digest(text: str) -> str:
 
 
 #: the leaderboard's first columns, in this order (outside tools read them by name)
+#: leaderboard columns measured on the device (time, memory): they differ between any two runs of the same cells
+MEASURED = ["train_images_per_s", "infer_images_per_s", "peak_mem_mb", "train_s", "infer_ms"]
 LEAD_COLUMNS = ["rank", "arch", "score", "score_source", "holdout_score", "oof_score", "optimism", "p_best", "rank_lo",
                 "rank_hi", "learned", "verdict", "recipe", "tuned", "ensemble_score", "ensemble_gain",
                 "postprocess_gain", "n_models", "collapsed", "se", "ci_lo", "ci_hi"]
@@ -521,7 +523,7 @@ def format_leaderboard(board: pd.DataFrame, manifest: dict[str, Any] | None = No
     view = view[[c for c in cols if c in view]].copy()
     view["params"] = (view["params"] / 1e6).map("{:.2f}M".format)
     view["epochs"] = [f"{e:.0f}" if e == e else "-" for e in view["epochs"]]
-    view["train_pflop"] = [f"{f:.4f}" if f == f else "-" for f in view["train_pflop"]]
+    view["train_pflop"] = [f"{f:.3g}" if f == f else "-" for f in view["train_pflop"]]
     view["rank"] = [_interval(lo, hi, "{:.0f}") for lo, hi in zip(board["rank_lo"], board["rank_hi"])]
     view["p_best"] = [f"{p:.2f}" if p == p else "-" for p in board["p_best"]]
     view = view.drop(columns=["rank_lo", "rank_hi"]).rename(

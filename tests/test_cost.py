@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import torch
 
-from bench import config, cost, runner
+from bench import compare, config, cost, runner
 from bench.atomic import read_json
 from bench.errors import BenchError
 from bench.report import build
@@ -137,6 +137,15 @@ def test_a_run_at_equal_compute_trains_records_and_reports_each_architectures_ep
     page = build.render(build.load_run(run_dir))
     assert "Equal compute" in page and f"linknet {saved['linknet']}" in page
     assert "training PFLOP per model" in page
+    # the same data at equal epochs: compare names the budget and each architecture's epochs, and shows the ranks
+    equal = tmp_path / "equal"
+    runner.run(base, equal, archs=["unet", "linknet"], progress=False)
+    table, _ = compare.compare(equal, run_dir)
+    rows = table.set_index("arch")
+    assert rows.loc["linknet", "epochs_a"] == base.protocol.epochs and rows.loc["linknet", "epochs_b"] == saved["linknet"]
+    assert set(rows["rank_a"]) == set(rows["rank_b"]) == {1, 2}
+    said = rows.loc["linknet", "differences"]
+    assert "protocol.budget: absent ->" in said and f"architectures.linknet.epochs: 2 -> {saved['linknet']}" in said
 
 
 def test_equal_epochs_report_says_so(tiny_dataset: Path, tmp_path: Path) -> None:

@@ -95,7 +95,7 @@ def _budget(run: RunData) -> dict[str, Any]:
     unit = "training images" if budget.get("images") is not None else "training FLOPs (counted)"
     amount = budget.get("images") if budget.get("images") is not None else budget.get("train_flops")
     return {"equal": "compute", "amount": f"{amount:.4g}", "unit": unit,
-            "per_arch": ", ".join(f"{a} {e}" for a, e in sorted(epochs.items()))}
+            "per_arch": ", ".join(f"{a} {e}" for a, e in sorted(epochs.items()) if a in set(run.board["arch"]))}
 
 
 def _figures(run: RunData, order: list[str]) -> dict[str, str | None]:

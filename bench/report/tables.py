@@ -158,7 +158,7 @@ def cost(board: pd.DataFrame) -> str:
         "arch": ("architecture", "{}", None),
         "score": ("score", "{:.4f}", "max"),
         "epochs": ("epochs", "{:.0f}", None),
-        "train_pflop": ("training PFLOP per model (counted)", "{:.4f}", "min"),
+        "train_pflop": ("training PFLOP per model (counted)", "{:.3g}", "min"),
         "train_s": ("training s per model (this device)", "{:.0f}", "min"),
         "train_images_per_s": ("train img/s", "{:.0f}", "max"),
         "infer_ms": ("latency ms, batch 1", "{:.2f}", "min"),
