@@ -11,35 +11,11 @@ a warm-up pass), then what one epoch of each costs relative to the cheapest, in 
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
-import numpy as np
 import torch
+from cpu_step_speed import time_steps
 
 from bench import config, cost, runtime
-from bench.rundir import Cell
-from bench.train import DeviceData, Trainer, batch_stream
-
-
-def images_per_s(cfg: config.Config, arch: str, steps: int, repeats: int, batch: int) -> float:
-    """Training images/s of ``arch``'s harness step (gather and augmentation included) on one CPU thread."""
-    plan = cfg.plan(arch)
-    n = batch * steps
-    rng = np.random.default_rng(0)
-    data = DeviceData.from_arrays([f"{i:04d}" for i in range(n)], rng.integers(0, 256, (n, 101, 101), dtype=np.uint8),
-                                  rng.random((n, 101, 101)) > 0.6, torch.device("cpu"))
-    trainer = Trainer(plan, Cell(arch, 0, 0), data, steps_per_epoch=steps)
-    idx = torch.arange(n)
-
-    def one_pass(e: int) -> float:
-        t0 = time.perf_counter()
-        for x, y in batch_stream(plan.protocol, data, idx, 0, 0, e):
-            trainer.step(x, y, 0)
-        return time.perf_counter() - t0
-
-    one_pass(0)
-    return n / statistics.median(one_pass(e + 1) for e in range(repeats))
 
 
 def main() -> None:
@@ -58,7 +34,7 @@ def main() -> None:
         rows = []
         for arch in args.archs.split(",") if args.archs else cfg.architectures:
             rows.append((arch, cost.count_flops(cfg.plan(arch)), _params(cfg, arch),
-                         images_per_s(cfg, arch, args.steps, args.repeats, args.batch)))
+                         time_steps(cfg, arch, args.steps, args.repeats)[0]))
         print(f"\n{name}: {p.model.encoder}, {p.input.size} px ({p.input.mode}), CPU 1 thread, {dtype}, "
               f"batch {args.batch} for the timing")
         print(f"{'arch':<15}{'train GFLOP/img':>16}{'infer GFLOP/img':>16}{'params (M)':>12}{'CPU img/s':>11}"

@@ -16,14 +16,13 @@ import argparse
 import time
 from collections import defaultdict
 
-import numpy as np
 import torch
+from cpu_step_speed import harness
 from torch.profiler import ProfilerActivity, profile, record_function
 
 import architectures
-from bench import config, runtime
-from bench.rundir import Cell
-from bench.train import DeviceData, Trainer, batch_stream
+from bench import config
+from bench.train import batch_stream
 
 PHASES = ("batch", "forward+loss", "backward", "optimizer")
 #: operator name fragments per category, first match wins (aten names, forward and backward)
@@ -50,15 +49,8 @@ def category(op: str) -> str | None:
 def profile_arch(arch: str, overrides: list[str], steps: int) -> tuple[dict[str, float], dict[str, float], float]:
     """(ms per step by phase, share of wall time by operator category, images/s) of ``arch``'s training step."""
     cfg = config.load([config.CONFIG_DIR / "quick.yaml"], ["runtime.device=cpu", *overrides])
-    runtime.set_precision(cfg.runtime, torch.device("cpu"))
-    plan = cfg.plan(arch)
-    bs = plan.protocol.batch_size
-    rng = np.random.default_rng(0)
-    n = bs * steps
-    data = DeviceData.from_arrays([f"{i:04d}" for i in range(n)], rng.integers(0, 256, (n, 101, 101), dtype=np.uint8),
-                                  rng.random((n, 101, 101)) > 0.6, torch.device("cpu"))
-    idx = torch.arange(n)
-    trainer = Trainer(plan, Cell(arch, 0, 0), data, steps_per_epoch=steps)
+    plan, data, idx, trainer = harness(cfg, arch, steps)
+    n = len(idx)
 
     def epoch(e: int, phases: dict[str, float] | None) -> None:
         stream = batch_stream(plan.protocol, data, idx, 0, 0, e)

@@ -20,6 +20,7 @@ import torch
 
 import architectures
 from bench import config, runtime
+from bench.config import ArchPlan
 from bench.rundir import Cell
 from bench.train import DeviceData, Trainer, batch_stream
 
@@ -40,20 +41,30 @@ def parse_candidate(text: str) -> tuple[str, list[str]]:
     return name, [s for s in sets.split(";") if s]
 
 
-def time_candidate(overrides: list[str], arch: str, steps: int, repeats: int) -> tuple[float, float]:
-    """Training images/s of ``Trainer.step`` (gather + augment included) for one architecture, and the seconds
-    of its warm-up epoch."""
-    cfg = config.load([config.CONFIG_DIR / "quick.yaml"], ["runtime.device=cpu", *overrides])
+def harness(cfg: config.Config, arch: str, steps: int) -> tuple[ArchPlan, DeviceData, torch.Tensor, Trainer]:
+    """``arch``'s real trainer under ``cfg`` on the CPU, with ``steps`` batches of random images and masks (and their
+    indices) to feed it; the arithmetic is the config's on this CPU (``runtime.set_precision``)."""
     runtime.set_precision(cfg.runtime, torch.device("cpu"))
     plan = cfg.plan(arch)
-    bs = plan.protocol.batch_size
+    n = plan.protocol.batch_size * steps
     rng = np.random.default_rng(0)
-    n = bs * steps
     images = rng.integers(0, 256, (n, 101, 101), dtype=np.uint8)
     masks = rng.random((n, 101, 101)) > 0.6
     data = DeviceData.from_arrays([f"{i:04d}" for i in range(n)], images, masks, torch.device("cpu"))
-    idx = torch.arange(n)
-    trainer = Trainer(plan, Cell(arch, 0, 0), data, steps_per_epoch=steps)
+    return plan, data, torch.arange(n), Trainer(plan, Cell(arch, 0, 0), data, steps_per_epoch=steps)
+
+
+def time_candidate(overrides: list[str], arch: str, steps: int, repeats: int) -> tuple[float, float]:
+    """``time_steps`` under configs/quick.yaml with ``overrides``."""
+    return time_steps(config.load([config.CONFIG_DIR / "quick.yaml"], ["runtime.device=cpu", *overrides]), arch, steps,
+                      repeats)
+
+
+def time_steps(cfg: config.Config, arch: str, steps: int, repeats: int) -> tuple[float, float]:
+    """Training images/s of ``Trainer.step`` (gather + augment included) for one architecture, the median of
+    ``repeats`` passes of ``steps`` steps, and the seconds of the warm-up pass before them."""
+    plan, data, idx, trainer = harness(cfg, arch, steps)
+    n = len(idx)
 
     def epoch(e: int) -> float:
         t0 = time.perf_counter()
