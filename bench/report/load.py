@@ -87,9 +87,10 @@ class RunData:
 
     @property
     def switch_epoch(self) -> int | None:
-        """The epoch the staged loss switches at, when it has a second stage."""
+        """The epoch the staged loss switches at, when it has a second stage and every architecture shares it
+        (under ``protocol.budget`` each switches at its own scaled epoch)."""
         loss = self.protocol.get("loss") or {}
-        return loss.get("switch_epoch") if loss.get("then") else None
+        return loss.get("switch_epoch") if loss.get("then") and not self.protocol.get("budget") else None
 
 
 def _read_json(path: Path, required: bool = False) -> dict[str, Any]:
@@ -130,12 +131,18 @@ def _cell_key(frame: pd.DataFrame) -> set[tuple[str, int, int]]:
 
 
 def _histories(run: RunDir, cells: pd.DataFrame) -> pd.DataFrame:
+    """Every cell's history.csv, with ``train_pflop``: the training PFLOP spent by the end of each epoch (the
+    architecture's mean counted FLOPs per epoch; NaN for cells written before cost was recorded)."""
+    per_epoch = {}
+    if "train_flops" in cells:
+        per_epoch = (cells["train_flops"] / cells["epochs_run"].clip(lower=1) / 1e15).groupby(cells["arch"]).mean()
     frames = []
     for cell in cells.itertuples():
         path = run.cell_dir(Cell(cell.arch, int(cell.fold), int(cell.seed))) / HISTORY
         if path.is_file():
             frame = pd.read_csv(path)
-            frames.append(frame.assign(arch=cell.arch, fold=cell.fold, seed=cell.seed))
+            flops = (frame["epoch"] + 1) * per_epoch.get(cell.arch, np.nan)
+            frames.append(frame.assign(arch=cell.arch, fold=cell.fold, seed=cell.seed, train_pflop=flops))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 

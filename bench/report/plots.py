@@ -68,12 +68,18 @@ def curves_plot(history: pd.DataFrame, order: list[str], colours: Palette, switc
     """Train loss and validation TGS per epoch: mean over folds/seeds with a +-1 sd band; a dotted line
     marks a staged loss switch (the train loss jumps there because the loss itself changes)."""
     data = history.assign(epoch=history["epoch"] + 1)
+    by_flops = "train_pflop" in data and data["train_pflop"].notna().any()
     with plt.rc_context(_RC):
-        fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+        fig, axes = plt.subplots(1, 3 if by_flops else 2, figsize=(16 if by_flops else 11, 3.8))
         panels = ((axes[0], "train_loss", "train loss"), (axes[1], "val_score", "validation TGS (thr 0.5, no TTA)"))
+        if by_flops:  # which learns fastest per FLOP, from one run
+            sns.lineplot(data=data.dropna(subset=["val_score"]), x="train_pflop", y="val_score", hue="arch",
+                         hue_order=order, palette=colours, errorbar="sd", marker="o", markersize=4, ax=axes[2])
+            axes[2].set(xlabel="training PFLOP spent (counted)", ylabel="validation TGS",
+                        title="validation TGS vs training compute")
         for ax, column, label in panels:
             sns.lineplot(data=data, x="epoch", y=column, hue="arch", hue_order=order, palette=colours,
-                         errorbar="sd", marker="o", markersize=4, ax=ax, legend=ax is axes[1])
+                         errorbar="sd", marker="o", markersize=4, ax=ax, legend=ax is axes[-1])
             ax.set(ylabel=label, title=label)
             epochs = np.unique(data["epoch"])
             if len(epochs) <= 12:
@@ -84,8 +90,8 @@ def curves_plot(history: pd.DataFrame, order: list[str], colours: Palette, switc
                 ax.axvline(switch_epoch + 0.5, color="grey", linestyle=":", linewidth=1)
                 ax.annotate("loss switch", (switch_epoch + 0.5, 1.0), xycoords=("data", "axes fraction"),
                             xytext=(3, -12), textcoords="offset points", fontsize=8, color="grey")
-        if axes[1].get_legend() is not None:
-            sns.move_legend(axes[1], "upper left", bbox_to_anchor=(1.02, 1), title="architecture", frameon=False)
+        if axes[-1].get_legend() is not None:
+            sns.move_legend(axes[-1], "upper left", bbox_to_anchor=(1.02, 1), title="architecture", frameon=False)
         fig.tight_layout()
         return png_uri(fig)
 
