@@ -6,8 +6,9 @@ compares architectures (``bench.stats.difference``: training noise and images bo
 than 3 trained models or one seed), Holm-adjusted across the architectures. Every difference between the runs'
 protocols and between an architecture's model options or recipe is listed, so the table says what it measures.
 
-Refused, in one line: one run directory given twice (however its path is spelled), and runs on other images.
-The table goes to ``RUN_B/compare/<RUN_A>.csv`` (or ``--out``), where RUN_B's report shows it.
+``rank_a`` and ``rank_b`` are the architecture's ranks in each run's own leaderboard (over all of its models), the
+scores those of the paired models. Refused, in one line: one run directory given twice (however its path is
+spelled), and runs on other images. The table goes to ``RUN_B/compare/<RUN_A>.csv`` (or ``--out``), where RUN_B's report shows it.
 """
 from __future__ import annotations
 
@@ -73,16 +74,18 @@ def check_images(run_a: RunDir, run_b: RunDir) -> None:
 
 def _settings(run: RunDir) -> dict[str, dict[str, Any]]:
     """Per architecture: its model options, recipe and epochs (derived per architecture under ``protocol.budget``)
-    as its cells recorded them."""
+    as its cells recorded them (cells written before epochs were recorded: the run's config's)."""
     cells = run.metrics_table()
     if cells.empty:
         return {}
+    cfg = run.config()
     out = {}
     for arch, group in cells.groupby("arch"):
         row = group.iloc[0]
         epochs = row.get("epochs")
-        out[str(arch)] = {"model": dict(row["arch_kwargs"]), "train": row.get("arch_train") or {},
-                          "epochs": None if epochs is None or epochs != epochs else int(epochs)}
+        if epochs is None or epochs != epochs:
+            epochs = cfg.plan(str(arch)).protocol.epochs
+        out[str(arch)] = {"model": dict(row["arch_kwargs"]), "train": row.get("arch_train") or {}, "epochs": int(epochs)}
     return out
 
 

@@ -156,6 +156,11 @@ def pareto_plot(board: pd.DataFrame, colours: Palette, baseline: float | None, s
                 ax.xaxis.set_minor_formatter(_PLAIN_MINOR)
             ax.set(xlabel=label, ylabel=score_label, title=f"score vs {label.split(' (')[0]}")
             ax.margins(x=0.25, y=0.15)
+            if len(x) and np.all(x > 0) and x.max() < 1.25 * x.min():  # equal by design (a budget): say so, not
+                ax.set_xlim(x.min() / 2, x.max() * 2)                  # magnify rounding into a spread
+                ax.set_xticks([float(np.median(x))])
+                ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))
+                ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
             if ax.get_legend_handles_labels()[0]:
                 ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, fontsize=8, frameon=False)
         fig.tight_layout()
