@@ -117,3 +117,14 @@ def resolve(cfg: Config, n_dev: int) -> Config:
                              f"{derived[arch]} on this data (the data or the architecture changed); use a new --out")
     budget = dataclasses.replace(budget, epochs={**(budget.epochs or {}), **derived})
     return dataclasses.replace(cfg, protocol=dataclasses.replace(cfg.protocol, budget=budget))
+
+
+def rederive(cfg: Config, arch: str, n_dev: int) -> Config:
+    """``cfg`` with ``arch``'s budget epochs derived anew: a tuning trial changes the architecture's model options or
+    batch size, so its cost per epoch, and trains at the budget under its own settings."""
+    budget = cfg.protocol.budget
+    if budget is None:
+        return cfg
+    kept = {a: e for a, e in budget.epochs.items() if a != arch}
+    protocol = dataclasses.replace(cfg.protocol, budget=dataclasses.replace(budget, epochs=kept))
+    return resolve(dataclasses.replace(cfg, protocol=protocol), n_dev)

@@ -25,7 +25,7 @@ import optuna
 import yaml
 from optuna.trial import FrozenTrial, TrialState
 
-from bench import atomic, runner, runtime
+from bench import atomic, cost, runner, runtime
 from bench import config as bconfig
 from bench.config import Config, protocol_hash
 from bench.errors import BenchError, summary
@@ -122,15 +122,16 @@ def _train_trial(trial: optuna.Trial, cfg: Config, arch: str, space: Space, cell
     params = space.suggest(trial, arch)
     section = arch_section(cfg, arch, params)
     trial.set_user_attr("architectures", {arch: json.loads(json.dumps(section))})
-    trial_cfg = with_arch(cfg, arch, section, f"trial {trial.number}")
+    trial_cfg = cost.rederive(with_arch(cfg, arch, section, f"trial {trial.number}"), arch, len(data.ids))
+    plan = trial_cfg.plan(arch)
     scores: list[float] = []
     for index, cell in enumerate(cells):
         out = trial_dir / cell.name
         if (out / METRICS).is_file():  # a retried trial keeps the cells its first attempt finished
             metrics = atomic.read_json(out / METRICS)
         else:
-            on_epoch = None if space.per_cell_pruning else _reporter(trial, index, cells, sum(scores), cfg.protocol.epochs)
-            metrics = train_cell(trial_cfg.plan(arch), cell, data, assignment, out, on_epoch=on_epoch, progress=progress)
+            on_epoch = None if space.per_cell_pruning else _reporter(trial, index, cells, sum(scores), plan.protocol.epochs)
+            metrics = train_cell(plan, cell, data, assignment, out, on_epoch=on_epoch, progress=progress)
         if metrics["status"] != "ok":
             raise TrialFailed(f"{cell.name} {metrics['status']}: {metrics['stop_reason']}")
         scores.append(metrics["val_score"])

@@ -155,3 +155,17 @@ def test_equal_epochs_report_says_so(tiny_dataset: Path, tmp_path: Path) -> None
     assert "Equal epochs" in page and "every architecture trained 1 epochs" in page
     board = pd.read_csv(tmp_path / "run" / "leaderboard.csv")
     assert board["epochs"].iloc[0] == 1 and board["infer_ms"].iloc[0] > 0
+
+
+def test_a_tuning_trial_trains_at_the_budget_under_its_own_settings() -> None:
+    """A trial that widens UNet's decoder costs more per epoch, so it gets fewer epochs (``cost.rederive``); the
+    other architectures keep theirs."""
+    from bench.tune_space import with_arch
+
+    resolved = cost.resolve(_budget("{train_flops: 1.0e14}"), N_DEV)
+    wider = with_arch(resolved, "unet", {"decoder_channels": [256, 128, 64, 32, 16]}, "trial 0")
+    trial = cost.rederive(wider, "unet", N_DEV)
+    before, after = resolved.protocol.budget.epochs, trial.protocol.budget.epochs
+    assert after["unet"] < before["unet"]
+    assert {a: e for a, e in after.items() if a != "unet"} == {a: e for a, e in before.items() if a != "unet"}
+    assert trial.plan("unet").protocol.epochs == after["unet"]
