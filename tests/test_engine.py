@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 import torch
 
-from bench import config, runner
+from bench import config, results, runner
 from bench.atomic import read_json
 from bench.augment import augment
 from bench.config import AugmentConfig
@@ -95,8 +95,7 @@ def test_resume_after_sigkill_gives_the_same_leaderboard(tiny_dataset: Path, tmp
     assert not list(killed.rglob("*.tmp")), "a resumed run keeps stale temporary files"
     a = pd.read_csv(straight / "leaderboard.csv")
     b = pd.read_csv(killed / "leaderboard.csv")
-    timing = [c for c in a.columns if "per_s" in c or c == "peak_mem_mb"]
-    pd.testing.assert_frame_equal(a.drop(columns=timing), b.drop(columns=timing))
+    pd.testing.assert_frame_equal(a.drop(columns=results.MEASURED), b.drop(columns=results.MEASURED))
 
 
 def test_run_writes_the_run_directory_and_beats_nothing_learned(tiny_dataset: Path, tmp_path: Path) -> None:
