@@ -74,6 +74,12 @@ def latency_ms(model: torch.nn.Module, cfg: InputConfig, device: torch.device) -
     return 1e3 * statistics.median(times)
 
 
+def steps_per_epoch(n_train: int, batch_size: int) -> int:
+    """Optimiser steps of one epoch over ``n_train`` images: the training loop's rule (``batch_stream`` drops the
+    ragged last batch; BatchNorm needs more than one sample), shared by every count of an epoch's cost."""
+    return max(n_train // min(batch_size, n_train), 1)
+
+
 def images_per_epoch(n_dev: int, folds: int, batch_size: int) -> float:
     """Training images one epoch sees, averaged over ``folds`` folds of ``n_dev`` development images cut as evenly
     as they can be (the ragged last batch is dropped): a function of three numbers, so it is known before the folds
@@ -81,8 +87,7 @@ def images_per_epoch(n_dev: int, folds: int, batch_size: int) -> float:
     per_fold = []
     for k in range(folds):
         n = n_dev - (n_dev // folds + (k < n_dev % folds))
-        bs = min(batch_size, n)
-        per_fold.append(max(n // bs, 1) * bs)
+        per_fold.append(steps_per_epoch(n, batch_size) * min(batch_size, n))
     return float(np.mean(per_fold))
 
 
@@ -111,11 +116,11 @@ def resolve(cfg: Config, n_dev: int) -> Config:
         plan = cfg.plan(arch)
         per_epoch = images_per_epoch(n_dev, plan.protocol.folds, plan.protocol.batch_size)
         derived[arch] = derived_epochs(budget, count_flops(plan), per_epoch, arch)
-    for arch, epochs in (budget.epochs or {}).items():
+    for arch, epochs in budget.epochs.items():
         if arch in derived and derived[arch] != epochs:
             raise BenchError(f"protocol.budget.epochs.{arch}: the config says {epochs}, the budget gives "
                              f"{derived[arch]} on this data (the data or the architecture changed); use a new --out")
-    budget = dataclasses.replace(budget, epochs={**(budget.epochs or {}), **derived})
+    budget = dataclasses.replace(budget, epochs={**budget.epochs, **derived})
     return dataclasses.replace(cfg, protocol=dataclasses.replace(cfg.protocol, budget=budget))
 
 

@@ -112,7 +112,7 @@ def determinism() -> dict[str, Any]:
 def native_bf16() -> bool:
     """Whether this CPU computes bf16 natively (avx512_bf16 or AMX): elsewhere CPU bf16 is emulated, and slower.
 
-    oneDNN's own "bf16 supported" is true on every AVX-512 CPU (it emulates bf16 there, 1.75x slower than fp32 on
+    oneDNN's own "bf16 supported" is true on every AVX-512 CPU (it emulates bf16 there, 1.67x slower than fp32 on
     a 2-core Xeon without avx512_bf16), so the instruction set is asked directly.
     """
     return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()

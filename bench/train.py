@@ -187,7 +187,7 @@ class Split:
         fold_t = torch.as_tensor(folds, device=data.images.device)
         train_idx = torch.nonzero(fold_t != fold).flatten()
         val_idx = torch.nonzero(fold_t == fold).flatten()
-        steps = max(len(train_idx) // min(p.batch_size, len(train_idx)), 1)
+        steps = cost.steps_per_epoch(len(train_idx), p.batch_size)
         order = np.random.default_rng([p.fold_seed, fold, HALVES]).permutation(len(val_idx))
         half_a = np.zeros(len(val_idx), dtype=bool)
         half_a[order[: len(val_idx) // 2]] = True

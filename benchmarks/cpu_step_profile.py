@@ -37,8 +37,8 @@ CATEGORIES = {
 }
 
 
-def category(op: str) -> str | None:
-    """The category of an aten operator, None for a composite whose children are counted instead."""
+def category(op: str) -> str:
+    """The category of an aten operator by its name: the first whose fragments it contains, else "other"."""
     name = op.lower()
     for cat, fragments in CATEGORIES.items():
         if any(f in name for f in fragments):

@@ -296,8 +296,7 @@ def _grid_budget(cfg: Config) -> Config:
 
 
 def _grid_steps_per_epoch(cfg: Config, plan: ArchPlan) -> int:
-    n_fold_train = _pool(cfg) - _pool(cfg) // plan.protocol.folds
-    return max(n_fold_train // min(plan.protocol.batch_size, n_fold_train), 1)
+    return cost.steps_per_epoch(_pool(cfg) - _pool(cfg) // plan.protocol.folds, plan.protocol.batch_size)
 
 
 def _epochs_by_stage(p: ProtocolConfig) -> dict[str, int]:
@@ -826,7 +825,8 @@ def main() -> None:
         if args.smoke:
             count_cfg, count_archs = cfg, [a for a in archs if a in grid_cfg.architectures]
         else:
-            count_cfg = config.load(paths, ["runtime.device=cpu", *args.overrides, f"protocol.batch_size={COUNT_BATCH}"])
+            count_cfg = _grid_budget(config.load(paths, ["runtime.device=cpu", *args.overrides,
+                                                         f"protocol.batch_size={COUNT_BATCH}"]))
             count_archs = archs
         print(f"\nno CUDA device: the grid of {grid_name} is estimated from ops and FLOPs counted on this CPU"
               + (" (smoke: on the smoke model)" if args.smoke else f" at its geometry, batch {COUNT_BATCH}"))

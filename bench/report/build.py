@@ -88,10 +88,10 @@ def _summary(run: RunData) -> dict[str, Any]:
 
 def _budget(run: RunData) -> dict[str, Any]:
     """The banner of the cost section: equal epochs, or equal compute and the epochs it gave each architecture."""
-    budget = run.protocol_record.get("protocol", {}).get("budget")
+    budget = run.protocol.get("budget")
     epochs = (run.config.get("protocol", {}).get("budget") or {}).get("epochs") or {}
     if not budget:
-        return {"equal": "epochs", "epochs": run.protocol_record.get("protocol", {}).get("epochs")}
+        return {"equal": "epochs", "epochs": run.protocol.get("epochs")}
     unit = "training images" if budget.get("images") is not None else "training FLOPs (counted)"
     amount = budget.get("images") if budget.get("images") is not None else budget.get("train_flops")
     return {"equal": "compute", "amount": f"{amount:.4g}", "unit": unit,

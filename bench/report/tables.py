@@ -154,17 +154,12 @@ def cost(board: pd.DataFrame) -> str:
     """Per architecture, what one trained model cost beside what it scored: epochs, counted training PFLOP (the
     same on any machine), training seconds and batch-1 latency on the run's device, size."""
     frame = _board_view(board)
-    spec = {
-        "arch": ("architecture", "{}", None),
-        "score": ("score", "{:.4f}", "max"),
-        "epochs": ("epochs", "{:.0f}", None),
-        "train_pflop": ("training PFLOP per model (counted)", "{:.3g}", "min"),
-        "train_s": ("training s per model (this device)", "{:.0f}", "min"),
-        "train_images_per_s": ("train img/s", "{:.0f}", "max"),
-        "infer_ms": ("latency ms, batch 1", "{:.2f}", "min"),
-        "params": ("params (M)", lambda v: f"{v / 1e6:.2f}", "min"),
-        "gmacs": ("GMACs", "{:.2f}", "min"),
-    }
+    spec = {**{c: LEADERBOARD[c] for c in ("arch", "score")},
+            "epochs": ("epochs", "{:.0f}", None),
+            "train_pflop": ("training PFLOP per model (counted)", "{:.3g}", "min"),
+            "train_s": ("training s per model (this device)", "{:.0f}", "min"),
+            "infer_ms": ("latency ms, batch 1", "{:.2f}", "min"),
+            **{c: LEADERBOARD[c] for c in ("train_images_per_s", "params", "gmacs")}}
     return _styled(frame, spec, "cost")
 
 
