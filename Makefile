@@ -2,25 +2,32 @@
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+# make bench installs what a run needs; make test adds the extras (pytest, selenium, ruff, ray, psycopg): about 20 s
+# more of install that a newcomer's first make bench does not wait for
+BASE := $(VENV)/.installed-base
+FULL := $(VENV)/.installed-full
 
 .PHONY: bench test lint setup clean
 
-$(STAMP): pyproject.toml
+$(BASE): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e .
+	touch $(BASE)
+
+$(FULL): $(BASE)
 	$(BIN)/pip install --quiet -e '.[dev,ray,postgres]'
-	touch $(STAMP)
+	touch $(FULL)
 
-setup: $(STAMP)
+setup: $(FULL)
 
-bench: $(STAMP)
+bench: $(BASE)
 	$(BIN)/salt-bench run $(ARGS)
 
-test: $(STAMP)
+test: $(FULL)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-lint: $(STAMP)
+lint: $(FULL)
 	$(BIN)/ruff check .
 
 clean:
