@@ -53,6 +53,9 @@ RECIPES: dict[str, list[str]] = {
     # four trained models per architecture (2 folds x 2 seeds) at about the compute of two 40-epoch ones
     "f2s2-ep20-lr5e-3": ["protocol.seeds=[0,1]", "protocol.epochs=20", "protocol.loss.switch_epoch=20",
                          "protocol.optimizer.lr=5.0e-3"],
+    # the profile's 1200 steps per model at batch 4: about 0.6x of its compute per model
+    "f2s2-bs4-ep20": ["protocol.seeds=[0,1]", "protocol.batch_size=4", "protocol.epochs=20",
+                      "protocol.loss.switch_epoch=20"],
 }
 DEFAULT_VARIANTS = "1:default,2:default,3:default,1:hard,2:hard,3:hard"
 
