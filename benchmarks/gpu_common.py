@@ -186,9 +186,13 @@ class Mode:
 
 
 def print_plan(modes: list[Mode], minutes: float, steps: int) -> None:
-    print(f"plan (--minutes {minutes:g}): each mode has a fixed share; each of its units gets what is left of the "
-          f"share over the units left, and a timed loop stops when its slice is spent or at --steps {steps}; setup, "
-          "warm-up, profiling, compilation and worker start are not boxed and come out of the slices after them")
+    if all(m.seconds is None for m in modes):
+        print(f"plan (--minutes {minutes:g}): nothing is measured, so nothing is time-boxed")
+    else:
+        print(f"plan (--minutes {minutes:g}): each mode has a fixed share; each of its units gets what is left of the "
+              f"share over the units left, and a timed loop stops when its slice is spent or at --steps {steps}; "
+              "setup, warm-up, profiling, compilation and worker start are not boxed and come out of the slices after "
+              "them")
     for m in modes:
         share = "not boxed" if m.seconds is None else f"{m.seconds:.0f} s"
         print(f"  {m.name:<12} {share:>9}  {m.what}")

@@ -36,7 +36,9 @@ from bench.rundir import Cell
 from bench.train import Trainer, train_one_epoch
 
 MPS_CONTROL = "nvidia-cuda-mps-control"
-BARRIER_TIMEOUT_S = 600.0  # a process whose partner never reaches the barrier gives up and reports it
+BARRIER_TIMEOUT_S = 300.0  # a process whose partner never reaches the barrier gives up and reports it
+READY_TIMEOUT_S = 120.0  # spawn, imports, CUDA context (MPS's client connection included)
+REPLY_TIMEOUT_S = 300.0  # beyond an architecture's slice: its model, warm-up (compilation if configured)
 CONTROL_TIMEOUT_S = 60.0
 SKIPPED = "skipped: the workers share was spent"
 
@@ -189,11 +191,12 @@ class _Group:
         self.processes = [ctx.Process(target=_worker, args=(i, cfg_dict, self.commands[i], self.results, self.barrier,
                                                              os.getpid()), name=f"gpu-bench-worker-{procs}.{i}", daemon=True)
                           for i in range(procs)]
-        self.failed: str | None = None  # set when a process died: the group times nothing more
+        self.failed: str | None = None  # set when a process died or did not reply: the group times nothing more
 
-    def _replies(self) -> list[tuple[int, str, Any]]:
-        """One reply per process, in process order; a process that exits first fails the group."""
-        replies = []
+    def _replies(self, timeout: float) -> list[tuple[int, str, Any]]:
+        """One reply per process, in process order; a process that exits first, or no reply within ``timeout``
+        seconds (a process hung in CUDA's start, say), fails the group."""
+        replies, deadline = [], time.monotonic() + timeout
         while len(replies) < self.procs:
             try:
                 replies.append(self.results.get(timeout=1.0))
@@ -201,6 +204,9 @@ class _Group:
                 dead = next((p for p in self.processes if p.exitcode is not None), None)
                 if dead is not None:
                     self.failed = f"failed: {dead.name} exited with code {dead.exitcode}"
+                elif time.monotonic() > deadline:
+                    self.failed = f"failed: {self.procs - len(replies)} process(es) did not reply within {timeout:.0f} s"
+                if self.failed:
                     raise BenchError(self.failed) from None
         return sorted(replies, key=lambda r: r[0])
 
@@ -210,7 +216,7 @@ class _Group:
 
     def wait_ready(self) -> None:
         try:
-            self._replies()
+            self._replies(READY_TIMEOUT_S)
         except BenchError:
             pass  # self.failed says so in every row of this group
 
@@ -220,7 +226,7 @@ class _Group:
         for q in self.commands:
             q.put((arch, steps, warmup, seconds))
         try:
-            replies = self._replies()
+            replies = self._replies(seconds + REPLY_TIMEOUT_S)
         except BenchError as exc:
             return WorkersRow(arch, mps, self.procs, [], str(exc))
         errors = [payload for _, kind, payload in replies if kind == "error"]

@@ -185,9 +185,12 @@ def test_the_workers_measurement_runs_two_processes_together_on_the_cpu(
         benchmarks: Callable[[str], ModuleType], capsys: pytest.CaptureFixture[str]) -> None:
     common, workers_mod, gpu_bench = benchmarks("gpu_common"), benchmarks("gpu_workers"), benchmarks("gpu_bench")
     cfg = config.load([config.CONFIG_DIR / "quick.yaml"], gpu_bench.SMOKE_SET)
-    with common.Mode("workers", "", units=2, seconds=120.0) as mode:
-        rows = workers_mod.measure_workers(cfg, ["unet"], torch.device("cpu"), 2, steps=3, warmup=1, mode=mode)
+    with common.Mode("workers", "", units=4, seconds=120.0) as mode:  # an architecture that fails, then one that runs
+        rows = workers_mod.measure_workers(cfg, ["nonesuch", "unet"], torch.device("cpu"), 2, steps=3, warmup=1, mode=mode)
     assert "MPS: not available (no CUDA)" in capsys.readouterr().out
+    failed, rows = rows[:2], rows[2:]
+    assert [(r.arch, r.procs, r.runs) for r in failed] == [("nonesuch", 1, []), ("nonesuch", 2, [])]
+    assert all(r.error.startswith("failed: ") and "nonesuch" in r.error for r in failed)  # the cause, not the barrier
     one, many = rows
     assert [(r.arch, r.mps, r.procs, r.error) for r in rows] == [("unet", False, 1, None), ("unet", False, 2, None)]
     assert len(one.runs) == 1 and len(many.runs) == 2
