@@ -102,9 +102,10 @@ def _train_claimed(cells: list[Cell], cfg: Config, run: RunDir, progress: bool) 
     return elsewhere
 
 
-def _exit_with_parent(parent: int, interval: float = 1.0) -> None:
-    """Exit this worker soon after the ``salt-bench run`` that started it is gone (killed, even with -9), so no
-    orphan keeps training; its claim then names a dead process and the next run takes the cell over."""
+def exit_with_parent(parent: int, interval: float = 1.0) -> None:
+    """Exit this worker soon after the process that started it (``salt-bench run``, a benchmark) is gone (killed,
+    even with -9), so no orphan keeps training; a cell's claim then names a dead process and the next run takes
+    the cell over."""
     import threading
 
     def watch() -> None:
@@ -119,7 +120,7 @@ def _worker(cfg_dict: dict[str, Any], run_dir: str, cells: list[tuple[str, int, 
     """Body of one local worker process: claim and train what is left of ``cells``."""
     from bench import config as bconfig
 
-    _exit_with_parent(parent)
+    exit_with_parent(parent)
     cfg = bconfig.from_dict(cfg_dict, source="the config sent to a local worker")
     _train_claimed([Cell(*c) for c in cells], cfg, RunDir(run_dir), progress=False)
 
@@ -136,9 +137,7 @@ def execute_local(cells: list[Cell], cfg: Config, run: RunDir, *, progress: bool
     else:
         import multiprocessing
 
-        if cfg.runtime.threads is None:
-            threads = max(1, (os.cpu_count() or 1) // workers)
-            cfg = dataclasses.replace(cfg, runtime=dataclasses.replace(cfg.runtime, threads=threads))
+        cfg = runtime.for_workers(cfg, workers)
         ctx = multiprocessing.get_context("spawn")
         args = (cfg.to_dict(), str(run.path), [(c.arch, c.fold, c.seed) for c in cells], os.getpid())
         procs = [ctx.Process(target=_worker, args=args, name=f"salt-bench-worker-{i}") for i in range(workers)]

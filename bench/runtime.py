@@ -5,6 +5,7 @@ GPU, the CPU profile otherwise" is made in one place.
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import os
 import platform
@@ -47,6 +48,15 @@ def workers(runtime: RuntimeConfig) -> int:
         return runtime.workers
     device = pick_device(runtime)
     return auto_workers(torch.cuda.get_device_properties(device).total_memory if device.type == "cuda" else None)
+
+
+def for_workers(cfg: Config, workers: int) -> Config:
+    """``cfg`` as each of ``workers`` local worker processes runs it: this machine's cores shared among them
+    (``runtime.threads``, unless the config sets it), so that the workers do not oversubscribe the CPU."""
+    if cfg.runtime.threads is not None:
+        return cfg
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    return dataclasses.replace(cfg, runtime=dataclasses.replace(cfg.runtime, threads=threads))
 
 
 CUBLAS_WORKSPACE = ":4096:8"  # what cuBLAS needs for reproducible results (CUDA's reproducibility notes)
