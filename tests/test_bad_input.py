@@ -390,6 +390,13 @@ CONFIG_CASES = [
     (None, ["protocol.fold_seed=-1"], "protocol.fold_seed: -1 is below the minimum 0"),
     (None, ["data.seed=-1"], "data.seed: -1 is below the minimum 0"),
     (None, ["protocol.seeds=[0, -1]"], "protocol.seeds[1]: -1 is below the minimum 0"),
+    # free-form model options: any number in them, NaN or infinite in any spelling, is refused too
+    (None, ["architectures.pspnet.psp_dropout=.nan"], "architectures.pspnet.psp_dropout: expected a finite number"),
+    (None, ["architectures.pspnet.psp_dropout=nan"], "architectures.pspnet.psp_dropout: expected a finite number"),
+    (None, ["architectures.deeplabv3.decoder_atrous_rates=[3, .inf, 9]"],
+     "architectures.deeplabv3.decoder_atrous_rates[1]: expected a finite number"),
+    ("architectures:\n  unet: {decoder_channels: [32, 16, -.inf]}\n", [],
+     "architectures.unet.decoder_channels[2]: expected a finite number"),
 ]
 
 
