@@ -63,11 +63,11 @@ def check_images(run_a: RunDir, run_b: RunDir) -> None:
     """The same development images (ids, masks, folds) and the same holdout in both runs."""
     pairs = [(run_a.load_data(), run_b.load_data(), ("ids", "masks", "folds"), "development")]
     if run_a.holdout_data_file.is_file() or run_b.holdout_data_file.is_file():
-        pairs.append((run_a.load_holdout() if run_a.holdout_data_file.is_file() else {},
-                      run_b.load_holdout() if run_b.holdout_data_file.is_file() else {}, ("ids", "masks"), "holdout"))
+        pairs.append((run_a.load_holdout() if run_a.holdout_data_file.is_file() else None,
+                      run_b.load_holdout() if run_b.holdout_data_file.is_file() else None, ("ids", "masks"), "holdout"))
     for a, b, keys, what in pairs:
         for key in keys:
-            if key not in a or key not in b or not np.array_equal(a[key], b[key]):
+            if a is None or b is None or not np.array_equal(getattr(a, key), getattr(b, key)):
                 raise BenchError(f"{run_a} and {run_b} hold different {what} images ({key} differ): "
                                  "a paired comparison needs the same images and folds")
 

@@ -433,6 +433,24 @@ def _finite(value: Any, key: str, source: str) -> float:
     return number
 
 
+def _check_finite_within(value: Any, key: str, source: str) -> None:
+    """Free-form model options have no declared type: a NaN or infinity anywhere in them (a float, or a string that
+    reads as one, as ``--set x=nan`` gives) is refused as in a typed float field."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _check_finite_within(v, f"{key}.{k}", source)
+    elif isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            _check_finite_within(v, f"{key}[{i}]", source)
+    elif isinstance(value, (float, str)) and not isinstance(value, bool):
+        try:
+            number = float(value)
+        except (ValueError, OverflowError):
+            return
+        if not math.isfinite(number):
+            raise BenchError(f"{source}: {key}: expected a finite number, got {value!r}")
+
+
 def _check_range(value: Any, meta: dict, key: str, source: str) -> None:
     """The range of a list field applies to each item. Written as ``not lo <= value`` so that a value no
     comparison holds for (NaN) fails too."""
@@ -509,6 +527,8 @@ def _validate(cfg: Config, source: str) -> None:
         if unknown:
             raise BenchError(f"{source}: architectures.{arch}.{unknown[0]}: not an option of {arch} "
                              f"(valid: {', '.join(sorted(valid | set(ARCH_RESERVED)))})")
+        for name, value in cfg.arch_options(arch).items():
+            _check_finite_within(value, f"architectures.{arch}.{name}", source)
         plan = cfg.plan(arch, source)
         for part in ("first", "then"):
             terms = getattr(plan.protocol.loss, part)

@@ -23,23 +23,23 @@ from bench import atomic, runtime
 from bench.config import Config
 from bench.errors import BenchError, summary
 from bench.redact import mask_url
-from bench.rundir import Cell, RunDir
+from bench.rundir import Cell, CellRecord, RunDir
 from bench.train import DeviceData, train_cell
 
 MAX_RETRIES = 3  # a worker (or node) that dies mid-cell: the cell is rerun from its last checkpoint
 
 
-def cell_line(m: dict[str, Any]) -> str:
+def cell_line(m: CellRecord) -> str:
     """One line per finished cell, the same whichever executor trained it."""
-    return (f"done {m['arch']:<14} fold {m['fold']} seed {m['seed']}: val {m['val_score']:.4f} "
-            f"({m['checkpoint']} checkpoint, {m['stop_reason']}), {m['train_images_per_s']:.0f} img/s, {m['wall_s']:.0f} s")
+    return (f"done {m.arch:<14} fold {m.fold} seed {m.seed}: val {m.val_score:.4f} "
+            f"({m.checkpoint} checkpoint, {m.stop_reason}), {m.train_images_per_s:.0f} img/s, {m.wall_s:.0f} s")
 
 
 def _device_data(run: RunDir, device: torch.device) -> tuple[DeviceData, Any]:
     """The run's train images on ``device`` and its folds, from ``data.npz`` (what every executor trains on)."""
     saved = run.load_data()
-    data = DeviceData.from_arrays([str(i) for i in saved["ids"]], saved["images"], saved["masks"], device)
-    return data, saved["folds"].astype("int64")
+    data = DeviceData.from_arrays([str(i) for i in saved.ids], saved.images, saved.masks, device)
+    return data, saved.folds.astype("int64")
 
 
 def claim(run: RunDir, cell: Cell) -> bool:
@@ -162,7 +162,7 @@ def execute_local(cells: list[Cell], cfg: Config, run: RunDir, *, progress: bool
               "the leaderboard below leaves them out: run again when that process has finished")
 
 
-def _ray_cell(cfg_dict: dict[str, Any], run_dir: str, arch: str, fold: int, seed: int) -> dict[str, Any]:
+def _ray_cell(cfg_dict: dict[str, Any], run_dir: str, arch: str, fold: int, seed: int) -> CellRecord:
     """Body of one Ray task: rebuild the config, load the run's data on this worker's device, train the cell.
 
     A cell already finished (its task retried after the worker died between writing ``metrics.json``

@@ -15,17 +15,17 @@ import torch
 
 from bench.config import Config
 from bench.inference import predict_outputs, quantise
-from bench.rundir import Cell, HoldoutPrediction, RunDir
+from bench.rundir import Cell, CellRecord, HoldoutPrediction, RunDir
 from bench.train import DeviceData, load_model
 
 
 def complete_groups(run: RunDir, n_folds: int) -> dict[tuple[str, int], list[tuple[Cell, str]]]:
     """(arch, seed) -> its (cell, cell hash) pairs, for the groups with every fold finished and ok."""
-    groups: dict[tuple[str, int], list[tuple[Cell, dict]]] = {}
+    groups: dict[tuple[str, int], list[tuple[Cell, CellRecord]]] = {}
     for cell in run.done_cells():
         groups.setdefault((cell.arch, cell.seed), []).append((cell, run.cell_metrics(cell)))
-    return {k: [(c, m["cell_hash"]) for c, m in v] for k, v in groups.items()
-            if len(v) == n_folds and all(m["status"] == "ok" for _, m in v)}
+    return {k: [(c, m.cell_hash) for c, m in v] for k, v in groups.items()
+            if len(v) == n_folds and all(m.status == "ok" for _, m in v)}
 
 
 def _current(path, hashes: list[str]) -> bool:
@@ -47,11 +47,11 @@ def predict(run: RunDir, cfg: Config, device: torch.device, *, progress: bool = 
     if not stale:
         return []
     held = run.load_holdout()
-    if len(held["ids"]) == 0:
+    if len(held.ids) == 0:
         return []
     dev = run.load_data()  # the normalisation statistics of the development set, as in training
-    norm = DeviceData.from_arrays(list(dev["ids"]), dev["images"], dev["masks"], torch.device("cpu"))
-    images = torch.from_numpy(np.ascontiguousarray(held["images"], dtype=np.uint8)).unsqueeze(1).to(device)
+    norm = DeviceData.from_arrays(list(dev.ids), dev.images, dev.masks, torch.device("cpu"))
+    images = torch.from_numpy(np.ascontiguousarray(held.images, dtype=np.uint8)).unsqueeze(1).to(device)
     for arch, seed, members in stale:
         total = torch.zeros(images.shape[0], *images.shape[-2:], device=device)
         head_total: torch.Tensor | None = None  # stays None for models without the head
@@ -60,13 +60,13 @@ def predict(run: RunDir, cfg: Config, device: torch.device, *, progress: bool = 
             out = predict_outputs(model, images, cfg.protocol.input, norm.mean, norm.std, tta=True)
             total += out.masks
             head = None if out.head is None else out.head.cpu().numpy().astype(np.float32)
-            HoldoutPrediction(held["ids"], quantise(out.masks), (cell_hash,), head).write(run.holdout_model_file(cell))
+            HoldoutPrediction(held.ids, quantise(out.masks), (cell_hash,), head).write(run.holdout_model_file(cell))
             if out.head is not None:
                 head_total = out.head if head_total is None else head_total + out.head
         head = None if head_total is None else (head_total / len(members)).cpu().numpy().astype(np.float32)
-        HoldoutPrediction(held["ids"], quantise(total / len(members)), tuple(h for _, h in members),
+        HoldoutPrediction(held.ids, quantise(total / len(members)), tuple(h for _, h in members),
                           head).write(run.holdout_probs_file(arch, seed))
         if progress:
             print(f"holdout: {arch} seed {seed}: {len(members)} fold models and their ensemble on "
-                  f"{len(held['ids'])} images")
+                  f"{len(held.ids)} images")
     return [(a, s) for a, s, _ in stale]

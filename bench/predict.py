@@ -22,17 +22,15 @@ import numpy as np
 import pandas as pd
 import torch
 
-from bench import atomic, postprocess, runtime
+from bench import atomic, postprocess, results, runtime
 from bench.config import Config
 from bench.data import source, tgs
 from bench.data.rle import rle_encode
 from bench.errors import BenchError
 from bench.inference import predict_outputs, quantise
-from bench.rundir import METRICS, MODEL, OOF, Cell, RunDir
+from bench.rundir import METRICS, MODEL, OOF, Cell, CellRecord, Ensembles, OofPrediction, RunDir, read_weights
 from bench.train import DeviceData, load_model
 
-ENSEMBLE_COLUMNS = ["members", "tta", "threshold", "min_area", "empty_max_prob", "score_raw", "score_post",
-                    "score_crossfit", "n_images"]
 _CHUNK = 1024  # test images per predict_outputs call: the progress bar's step
 _BATCH = 128
 
@@ -68,7 +66,7 @@ def select(run: RunDir, arch: str | None, ensemble: list[str] | None, tta: str) 
         board_path = run.leaderboard_file
         if not board_path.is_file():
             raise BenchError(f"{board_path}: missing; pass --arch or --ensemble, or finish the run first")
-        board = pd.read_csv(board_path)
+        board = pd.read_csv(board_path, **results.CSV_OPTIONS)
         if board.empty or "arch" not in board:
             raise BenchError(f"{board_path}: no architectures ranked; pass --arch or --ensemble")
         members = [str(board.sort_values("rank")["arch"].iloc[0])]
@@ -81,7 +79,8 @@ def select(run: RunDir, arch: str | None, ensemble: list[str] | None, tta: str) 
 
 
 def cell_dirs(run: RunDir, cfg: Config, sel: Selection, *, need_models: bool) -> dict[str, list[Path]]:
-    """Every (fold, seed) cell directory of each member; a missing or unusable cell is named in the error."""
+    """Every (fold, seed) cell directory of each member; a missing or unusable cell is named in the error. Its record
+    and, with ``need_models``, its weights are read here, before anything is written or predicted."""
     out: dict[str, list[Path]] = {}
     for arch in sel.members:
         dirs = []
@@ -92,6 +91,9 @@ def cell_dirs(run: RunDir, cfg: Config, sel: Selection, *, need_models: bool) ->
                 missing = [f for f in needed if not (cell / f).is_file()]
                 if missing:
                     raise BenchError(f"{cell}: missing {missing[0]} ({_why_missing(cell, missing)})")
+                CellRecord.read(cell / METRICS)
+                if need_models:
+                    read_weights(cell / MODEL)
                 dirs.append(cell)
         out[arch] = dirs
     return out
@@ -100,7 +102,7 @@ def cell_dirs(run: RunDir, cfg: Config, sel: Selection, *, need_models: bool) ->
 def _why_missing(cell: Path, missing: list[str]) -> str:
     if METRICS in missing:
         return "the cell is not finished; run `salt-bench run` on this run directory to train it"
-    if atomic.read_json(cell / METRICS).get("status") != "ok":
+    if CellRecord.read(cell / METRICS).status != "ok":
         return "the cell diverged and kept no model"
     return "the cell's files are incomplete"
 
@@ -112,37 +114,38 @@ def _round_levels(levels_mean: np.ndarray) -> np.ndarray:
 
 def oof_probs(cells: dict[str, list[Path]], ids: np.ndarray, tta: str) -> np.ndarray:
     """Pooled OOF probability levels (N, 101, 101) uint8 in ``ids`` order: mean over seeds, then members."""
-    return _round_levels(_pooled_mean(cells, ids, "probs" if tta == "flip" else "probs_no_tta"))
+    return _round_levels(_pooled_mean(cells, ids, tta == "flip", head=False))
 
 
 def oof_head_probs(cells: dict[str, list[Path]], ids: np.ndarray, tta: str) -> np.ndarray | None:
     """Pooled OOF head probabilities (N,) in ``ids`` order, averaged like ``oof_probs``; None for cells without the head."""
-    with np.load(next(iter(cells.values()))[0] / OOF, allow_pickle=False) as z:
-        if "head_probs" not in z.files:
-            return None
-    return _pooled_mean(cells, ids, "head_probs" if tta == "flip" else "head_probs_no_tta")
+    if OofPrediction.read(next(iter(cells.values()))[0] / OOF).head_probs is None:
+        return None
+    return _pooled_mean(cells, ids, tta == "flip", head=True)
 
 
-def _pooled_mean(cells: dict[str, list[Path]], ids: np.ndarray, key: str) -> np.ndarray:
-    """The mean over seeds, then members, of the cells' out-of-fold array ``key``, in ``ids`` order (float32)."""
+def _pooled_mean(cells: dict[str, list[Path]], ids: np.ndarray, tta: bool, *, head: bool) -> np.ndarray:
+    """The mean over seeds, then members, of the cells' out-of-fold masks (or head) probabilities with or without
+    TTA, in ``ids`` order (float32)."""
     index = {str(i): k for k, i in enumerate(ids)}
     total: np.ndarray | None = None
     for dirs in cells.values():
         member: np.ndarray | None = None
         seen = np.zeros(len(ids), np.int64)
         for cell in dirs:
-            with np.load(cell / OOF, allow_pickle=False) as z:
-                if key not in z.files:
-                    raise BenchError(f"{cell / OOF}: has no {key!r} array (a cell without the empty-vs-salt head "
-                                     "among cells with it?)")
-                unknown = [str(i) for i in z["ids"] if str(i) not in index]
-                if unknown:
-                    raise BenchError(f"{cell / OOF}: id {unknown[0]} is not in the run's data.npz")
-                rows = np.array([index[str(i)] for i in z["ids"]], dtype=np.int64)
-                if member is None:
-                    member = np.zeros((len(ids), *z[key].shape[1:]), np.float32)
-                member[rows] += z[key]
-                seen[rows] += 1
+            oof = OofPrediction.read(cell / OOF)
+            values = oof.select(tta, head)
+            if values is None:
+                raise BenchError(f"{cell / OOF}: has no head probabilities (a cell without the empty-vs-salt head "
+                                 "among cells with it?)")
+            unknown = [str(i) for i in oof.ids if str(i) not in index]
+            if unknown:
+                raise BenchError(f"{cell / OOF}: id {unknown[0]} is not in the run's data.npz")
+            rows = np.array([index[str(i)] for i in oof.ids], dtype=np.int64)
+            if member is None:
+                member = np.zeros((len(ids), *values.shape[1:]), np.float32)
+            member[rows] += values
+            seen[rows] += 1
         if member is None or seen.min() == 0 or seen.min() != seen.max():
             raise BenchError(f"{dirs[0].parent}: out-of-fold predictions do not cover every train image "
                              "of the run's data.npz equally often (once per seed)")
@@ -213,16 +216,13 @@ def record_ensemble(run: RunDir, sel: Selection, decision: postprocess.Decision,
                          "min_area": decision.min_area, "empty_max_prob": decision.empty_max_prob,
                          "score_raw": decision.score_raw, "score_post": decision.score_post,
                          "score_crossfit": score_crossfit, "n_images": n_images}],
-                       columns=ENSEMBLE_COLUMNS)
+                       columns=list(Ensembles.COLUMNS))
     if path.is_file():
-        old = pd.read_csv(path, keep_default_na=False, na_values={"empty_max_prob": [""], "score_crossfit": [""]})
-        if list(old.columns) != ENSEMBLE_COLUMNS:
-            raise BenchError(f"{path}: unexpected columns {','.join(old.columns)}, "
-                             f"expected {','.join(ENSEMBLE_COLUMNS)}")
+        old = Ensembles.read(path).table
         old = old[~((old["members"] == sel.name) & (old["tta"] == sel.tta))]
         row = pd.concat([old, row], ignore_index=True) if len(old) else row
     table = row.sort_values("score_post", ascending=False, kind="stable").reset_index(drop=True)
-    atomic.write_text(path, table.to_csv(index=False))
+    Ensembles(table).write(path)
     return table
 
 
@@ -261,20 +261,20 @@ def predict(run_dir: Path, *, arch: str | None = None, ensemble: list[str] | Non
     data = run.load_data()
     test = None if evaluate_oof else load_test_set(cfg)  # before anything is written: its errors come first
     device = runtime.setup(cfg)
-    levels = oof_probs(cells, data["ids"], sel.tta)
-    head = oof_head_probs(cells, data["ids"], sel.tta)
-    decision = postprocess.decide(levels, data["masks"], head_probs=head)
-    record_decision(run, cfg, sel, decision, len(data["ids"]))
+    levels = oof_probs(cells, data.ids, sel.tta)
+    head = oof_head_probs(cells, data.ids, sel.tta)
+    decision = postprocess.decide(levels, data.masks, head_probs=head)
+    record_decision(run, cfg, sel, decision, len(data.ids))
     print(_describe(sel, decision))
     print(f"recorded in {run.postprocess_file}")
     if test is None:
-        crossfit = postprocess.cross_fitted_score(levels, data["masks"], data["folds"], head_probs=head)
+        crossfit = postprocess.cross_fitted_score(levels, data.masks, data.folds, head_probs=head)
         print(f"cross-fitted OOF TGS score (each fold post-processed as decided on the others): {crossfit:.4f}")
-        record_ensemble(run, sel, decision, len(data["ids"]), crossfit)
+        record_ensemble(run, sel, decision, len(data.ids), crossfit)
         print(f"recorded in {run.ensembles_file}")
         return None
 
-    stats = DeviceData.from_arrays(data["ids"], data["images"], data["masks"], torch.device("cpu"))
+    stats = DeviceData.from_arrays(data.ids, data.images, data.masks, torch.device("cpu"))
     test_ids, test_images = test
     probs, test_head = predict_test(cfg, cells, test_images, stats.mean, stats.std, device, sel.tta)
     masks = postprocess.apply(probs, decision, test_head)

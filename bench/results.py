@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,10 +17,10 @@ import pandas as pd
 
 from bench import atomic, classifier, postprocess, stats
 from bench.data.folds import N_CLASSES, coverage_class
-from bench.errors import BenchError, one_line
+from bench.errors import BenchError
 from bench.identity import environment
 from bench.metrics import all_empty_scores, best_threshold, binarise, dice, iou, tgs_precision
-from bench.rundir import OOF, Cell, HoldoutPrediction, RunDir
+from bench.rundir import OOF, Cell, Gallery, HoldoutPrediction, ImageSet, OofPrediction, RunDir
 
 
 def _pooled(run: RunDir, arch: str, seed: int, cells: pd.DataFrame, index: dict[str, int]) -> dict[str, np.ndarray]:
@@ -30,15 +29,15 @@ def _pooled(run: RunDir, arch: str, seed: int, cells: pd.DataFrame, index: dict[
     parts: dict[str, list[np.ndarray]] = {"rows": [], "probs": [], "probs_no_tta": [], "head": []}
     for fold in sorted(cells["fold"]):
         path = run.cell_dir(Cell(arch, int(fold), int(seed))) / OOF
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                parts["rows"].append(np.array([index[str(i)] for i in z["ids"]]))
-                parts["probs"].append(z["probs"])
-                parts["probs_no_tta"].append(z["probs_no_tta"])
-                if "head_probs" in z.files:
-                    parts["head"].append(z["head_probs"])
-        except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
-            raise BenchError(f"{path}: unreadable out-of-fold file ({type(exc).__name__}: {one_line(exc)})") from None
+        oof = OofPrediction.read(path)
+        unknown = [str(i) for i in oof.ids if str(i) not in index]
+        if unknown:
+            raise BenchError(f"{path}: id {unknown[0]} is not in the run's data.npz")
+        parts["rows"].append(np.array([index[str(i)] for i in oof.ids]))
+        parts["probs"].append(oof.probs)
+        parts["probs_no_tta"].append(oof.probs_no_tta)
+        if oof.head_probs is not None:
+            parts["head"].append(oof.head_probs)
     if len(parts["head"]) not in (0, len(parts["rows"])):
         raise BenchError(f"{run.cells_dir / arch}: some folds of seed {seed} have the empty-vs-salt head's "
                          "probabilities and some do not")
@@ -81,19 +80,19 @@ def _image_frame(ids: np.ndarray, fold: int | np.ndarray, truth: np.ndarray, pre
                          "empty_pred": ~pred.any(axis=(1, 2))})
 
 
-def _holdout_prediction(path: Path, held: dict, hashes: list[str]) -> HoldoutPrediction | None:
+def _holdout_prediction(path: Path, held: ImageSet, hashes: list[str]) -> HoldoutPrediction | None:
     """The prediction at ``path`` when it was made by exactly the models ``hashes`` on the holdout's images."""
     found = HoldoutPrediction.read(path)
-    if found is None or list(found.cell_hashes) != hashes or list(found.ids) != list(held["ids"]):
+    if found is None or list(found.cell_hashes) != hashes or list(found.ids) != list(held.ids):
         return None
     return found
 
 
-def _score_group(run: RunDir, arch: str, seed: int, group: pd.DataFrame, data: dict, index: dict[str, int],
-                 classes: np.ndarray, held: dict | None) -> _Group:
+def _score_group(run: RunDir, arch: str, seed: int, group: pd.DataFrame, data: ImageSet, index: dict[str, int],
+                 classes: np.ndarray, held: ImageSet | None) -> _Group:
     pooled = _pooled(run, arch, seed, group, index)
     rows = pooled["rows"]
-    truth, folds = data["masks"][rows], data["folds"][rows]
+    truth, folds = data.masks[rows], data.folds[rows]
     pred, thresholds = _cross_fitted(pooled["probs"], truth, folds)
     pred_plain, _ = _cross_fitted(pooled["probs_no_tta"], truth, folds)
     head = pooled.get("head")
@@ -132,15 +131,15 @@ def _score_group(run: RunDir, arch: str, seed: int, group: pd.DataFrame, data: d
     }
     for c in range(N_CLASSES):
         row[f"cov_{c}"] = scores[cls == c].mean() if (cls == c).any() else np.nan
-    oof = pd.DataFrame({"id": data["ids"][rows], "fold": folds, "score": scores, "iou": iou(truth, pred),
+    oof = pd.DataFrame({"id": data.ids[rows], "fold": folds, "score": scores, "iou": iou(truth, pred),
                         "coverage_class": cls, "empty_truth": empty_truth, "empty_pred": empty_pred})
     if head is not None:
         row["head_cut"] = "off" if decision.head_cut is None else f"{decision.head_cut:.2f}"
         oof["head_prob"] = head
     holdout = ensemble = None
     held_probs = None
-    if held is not None and len(held["ids"]) and (group["status"] == "ok").all():
-        held_classes = coverage_class(held["masks"])
+    if held is not None and len(held.ids) and (group["status"] == "ok").all():
+        held_classes = coverage_class(held.masks)
         frames, plain = [], []
         for fold, cell_hash in zip(ordered["fold"], ordered["cell_hash"]):
             found = _holdout_prediction(run.holdout_model_file(Cell(arch, int(fold), seed)), held, [str(cell_hash)])
@@ -148,25 +147,25 @@ def _score_group(run: RunDir, arch: str, seed: int, group: pd.DataFrame, data: d
                 frames = []
                 break
             hpred = postprocess.apply(found.probs, decision, found.head_probs)
-            frame = _image_frame(held["ids"], int(fold), held["masks"], hpred, held_classes)
+            frame = _image_frame(held.ids, int(fold), held.masks, hpred, held_classes)
             if head is not None:
                 frame["head_prob"] = found.head_probs
             frames.append(frame)
-            plain.append(tgs_precision(held["masks"], binarise(found.probs, decision.threshold)).mean())
+            plain.append(tgs_precision(held.masks, binarise(found.probs, decision.threshold)).mean())
         ens = _holdout_prediction(run.holdout_probs_file(arch, seed), held, list(hashes.values()))
         if frames and ens is not None:
             holdout = pd.concat(frames, ignore_index=True)
             held_probs = {"probs": ens.probs, "head_probs": ens.head_probs}
             epred = postprocess.apply(ens.probs, decision, ens.head_probs)
-            ensemble = _image_frame(held["ids"], -1, held["masks"], epred, held_classes)
+            ensemble = _image_frame(held.ids, -1, held.masks, epred, held_classes)
             if head is not None:
                 ensemble["head_prob"] = ens.head_probs
-            row.update(holdout_score=holdout["score"].mean(), holdout_n=len(held["ids"]),
+            row.update(holdout_score=holdout["score"].mean(), holdout_n=len(held.ids),
                        ensemble_score=ensemble["score"].mean(),
                        postprocess_gain=holdout["score"].mean() - float(np.mean(plain)))
     records = []
     if head is not None:
-        held_split = None if held_probs is None else (held_probs["probs"], held_probs["head_probs"], held["masks"])
+        held_split = None if held_probs is None else (held_probs["probs"], held_probs["head_probs"], held.masks)
         records = _classifier_rows(arch, seed, pooled["probs"], head, truth, folds, thresholds, decision, held_split)
     return _Group(arch, seed, row, oof, holdout, ensemble, pooled["probs"], rows, hashes, records)
 
@@ -274,23 +273,23 @@ def _lacks(run: RunDir, arch: str, n_folds: int, seeds: list[int], groups: dict[
     return "; ".join(missing)
 
 
-def _ranked(run: RunDir, groups: dict[tuple[str, int], _Group], held: dict | None) -> _Ranked:
+def _ranked(run: RunDir, groups: dict[tuple[str, int], _Group], held: ImageSet | None) -> _Ranked:
     """The architectures with every model of the protocol (and its holdout prediction) ranked on the holdout;
     without a holdout, or with no architecture complete, every architecture on the cross-fitted OOF of the seeds
     all have, over the images all scored."""
     proto = run.protocol().get("protocol", {}).get("protocol", {})
     n_folds, seeds = int(proto.get("folds", 0)), sorted(int(s) for s in proto.get("seeds", []))
     archs = sorted({a for a, _ in groups})
-    has_holdout = held is not None and len(held["ids"]) > 0
+    has_holdout = held is not None and len(held.ids) > 0
     lacking = {a: _lacks(run, a, n_folds, seeds, groups, "holdout") for a in archs}
     complete = [a for a in archs if not lacking[a]]
     if has_holdout and complete:
         frames = {(a, s): groups[(a, s)].holdout for a in complete for s in seeds}
         scores = np.stack([np.stack([frames[(a, s)].pivot(index="fold", columns="id", values="score")
-                                     .loc[:, held["ids"]].to_numpy() for s in seeds], axis=1) for a in complete])
+                                     .loc[:, held.ids].to_numpy() for s in seeds], axis=1) for a in complete])
         empty = np.stack([np.stack([frames[(a, s)].pivot(index="fold", columns="id", values="empty_pred")
-                                    .loc[:, held["ids"]].to_numpy(bool) for s in seeds], axis=1) for a in complete])
-        return _Ranked("holdout", complete, scores, empty, ~held["masks"].any(axis=(1, 2)),
+                                    .loc[:, held.ids].to_numpy(bool) for s in seeds], axis=1) for a in complete])
+        return _Ranked("holdout", complete, scores, empty, ~held.masks.any(axis=(1, 2)),
                        {a: why for a, why in lacking.items() if why})
     common = sorted(set.intersection(*({s for a2, s in groups if a2 == a} for a in archs)))
     if not common:
@@ -330,8 +329,8 @@ def aggregate(run_dir: Path | RunDir, *, allow_mixed: bool = False) -> tuple[pd.
     """
     run = RunDir(run_dir)
     data = run.load_data()
-    index = {str(i): k for k, i in enumerate(data["ids"])}
-    classes = coverage_class(data["masks"])
+    index = {str(i): k for k, i in enumerate(data.ids)}
+    classes = coverage_class(data.masks)
     cells = run.metrics_table()
     if cells.empty:
         return pd.DataFrame(), pd.DataFrame()
@@ -387,7 +386,7 @@ def aggregate(run_dir: Path | RunDir, *, allow_mixed: bool = False) -> tuple[pd.
     gallery_probs = {}
     for g in groups.values():
         if g.seed == min(s for a, s in groups if a == g.arch):
-            full = np.zeros((len(data["ids"]), *data["masks"].shape[1:]), np.uint8)
+            full = np.zeros((len(data.ids), *data.masks.shape[1:]), np.uint8)
             full[g.rows] = g.probs
             gallery_probs[g.arch] = full
     _write_gallery(run, data, board, per_image[per_image["split"] == "oof"], gallery_probs)
@@ -402,8 +401,8 @@ def aggregate(run_dir: Path | RunDir, *, allow_mixed: bool = False) -> tuple[pd.
         "cells": {name: h for g in groups.values() for name, h in sorted(g.hashes.items())},
         "tables": {path.name: _digest(text) for path, text in tables.items()},
         "environments": environments, "mixed_environments": len(environments) > 1,
-        "all_empty_oof": float(all_empty_scores(data["masks"]).mean()),
-        "all_empty_holdout": float(all_empty_scores(held["masks"]).mean()) if held is not None and len(held["ids"]) else None,
+        "all_empty_oof": float(all_empty_scores(data.masks).mean()),
+        "all_empty_holdout": float(all_empty_scores(held.masks).mean()) if held is not None and len(held.ids) else None,
     })
     return board, per_image
 
@@ -424,7 +423,7 @@ LEAD_COLUMNS = ["rank", "arch", "score", "score_source", "holdout_score", "oof_s
                 "postprocess_gain", "n_models", "collapsed", "se", "ci_lo", "ci_hi"]
 
 
-def _write_gallery(run: RunDir, data: dict, board: pd.DataFrame, per_image: pd.DataFrame,
+def _write_gallery(run: RunDir, data: ImageSet, board: pd.DataFrame, per_image: pd.DataFrame,
                    probs: dict[str, np.ndarray], n_each: int = 2, n_disagree: int = 4) -> None:
     """The same validation images for every architecture: best, median and worst of the winner, then
     the images where architectures disagree most (largest spread of per-image score)."""
@@ -445,11 +444,10 @@ def _write_gallery(run: RunDir, data: dict, board: pd.DataFrame, per_image: pd.D
     disagree = list(spread.index[:n_disagree])
     ids = chosen + disagree
     labels = labels[: len(chosen)] + ["disagree"] * len(disagree)
-    index = {str(i): k for k, i in enumerate(data["ids"])}
+    index = {str(i): k for k, i in enumerate(data.ids)}
     rows = np.array([index[i] for i in ids])
-    arrays = {f"probs_{a}": probs[a][rows] for a in board["arch"] if a in probs}
-    atomic.write_npz(run.gallery_file, ids=np.array(ids), labels=np.array(labels), images=data["images"][rows],
-                  masks=data["masks"][rows], archs=np.array(list(arrays and [a[6:] for a in arrays])), **arrays)
+    Gallery(np.array(ids), np.array(labels), data.images[rows], data.masks[rows],
+            {a: probs[a][rows] for a in board["arch"] if a in probs}).write(run.gallery_file)
 
 
 CSV_OPTIONS = {"keep_default_na": False, "na_values": [""]}  # an id such as "NA" or "1e5" stays a string
@@ -466,8 +464,8 @@ def _fresh(run: RunDir) -> bool:
     except (OSError, ValueError, KeyError, TypeError):
         return False
     try:
-        now = {f"{c.arch}/{c.name}": str(run.cell_metrics(c)["cell_hash"]) for c in run.done_cells()}
-    except (OSError, ValueError, KeyError, TypeError):
+        now = {f"{c.arch}/{c.name}": run.cell_metrics(c).cell_hash for c in run.done_cells()}
+    except BenchError:
         return False  # an unreadable cell record: the aggregation says which, in one line
     if recorded != now or run.leaderboard_file.name not in digests or run.per_image_file.name not in digests:
         return False

@@ -9,9 +9,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
-import yaml
 
 from bench import atomic, holdout, identity, results, runtime
 from bench import config as bconfig
@@ -21,7 +21,7 @@ from bench.data import source
 from bench.data.partition import Partition, partition
 from bench.errors import BenchError
 from bench.executors import EXECUTORS
-from bench.rundir import Cell, RunDir
+from bench.rundir import METRICS, Cell, ImageSet, RunConfig, RunDir
 
 
 def prepare(cfg: Config, run: RunDir) -> None:
@@ -36,14 +36,15 @@ def prepare(cfg: Config, run: RunDir) -> None:
             "cells of different protocols are never mixed: use a new --out"
         )
     for cell in run.done_cells():
-        if run.cell_metrics(cell).get("protocol_hash") != phash:
-            raise BenchError(f"{run.cell_dir(cell) / 'metrics.json'}: cell was trained under another protocol than "
+        if run.cell_metrics(cell).protocol_hash != phash:
+            raise BenchError(f"{run.cell_dir(cell) / METRICS}: cell was trained under another protocol than "
                              f"{phash}; use a new --out")
     merged = cfg.to_dict()
-    if run.config_file.is_file():
-        previous = yaml.safe_load(run.config_file.read_text()) or {}
-        merged["architectures"] = {**(previous.get("architectures") or {}), **merged["architectures"]}
-    atomic.write_text(run.config_file, yaml.safe_dump(merged, sort_keys=False))
+    previous = run.config_tree().get("architectures") or {}
+    if not isinstance(previous, dict):
+        raise BenchError(f"{run.config_file}: architectures: expected a mapping, got {type(previous).__name__}")
+    merged["architectures"] = {**previous, **merged["architectures"]}
+    RunConfig(merged).write(run.config_file)
     atomic.write_json(run.protocol_file, {"hash": phash, "protocol": protocol_dict(cfg)})
 
 
@@ -62,11 +63,11 @@ def grid(cfg: Config, archs: list[str] | None = None, folds: list[int] | None = 
 def _check_cell_settings(cfg: Config, cell: Cell, run: RunDir) -> None:
     """A finished cell must have been trained with the architecture's current model options and recipe."""
     done, plan = run.cell_metrics(cell), cfg.plan(cell.arch)
-    then = {**done["arch_kwargs"], "train": done.get("arch_train", {})}
+    then = {**done.arch_kwargs, "train": done.arch_train}
     now = {**plan.model, "train": plan.recipe_override}
     if then != now:
         raise BenchError(
-            f"{run.cell_dir(cell) / 'metrics.json'}: {cell.arch} was trained with {then}, "
+            f"{run.cell_dir(cell) / METRICS}: {cell.arch} was trained with {then}, "
             f"the config now says {now}; use a new --out"
         )
 
@@ -77,10 +78,10 @@ def _check_environment(cfg: Config, run: RunDir, arch: str, device: torch.device
     cell trained meanwhile would make the run fail under its original settings too."""
     here = identity.environment(identity.cell_identity(cfg.plan(arch), device))
     for cell in run.done_cells():
-        then = identity.environment(run.cell_metrics(cell).get("identity") or {})
+        then = identity.environment(run.cell_metrics(cell).identity)
         differ = [f"{key} {then[key]!r} there, {here[key]!r} here" for key in here if then[key] != here[key]]
         if differ:
-            raise BenchError(f"{run.cell_dir(cell) / 'metrics.json'}: finished in another environment than this "
+            raise BenchError(f"{run.cell_dir(cell) / METRICS}: finished in another environment than this "
                              f"process would train in ({'; '.join(differ)}); resume with the runtime settings it ran "
                              "with, use a new --out, or pass --allow-mixed to rank cells of both")
 
@@ -128,10 +129,10 @@ def run(cfg: Config, run_dir: Path | RunDir, *, archs: list[str] | None = None, 
     if pending and device is not None and not allow_mixed:
         _check_environment(cfg, run, pending[0].arch, device)
     prepare(cfg, run)
-    if not run.data_file.is_file():
-        run.save_data(data.ids, data.images, data.masks, data.folds)
+    if not run.data_file.is_file():  # the train images every cell of the run reads (Ray workers and the report too)
+        ImageSet(np.array(data.ids), data.images, data.masks, data.folds).write(run.data_file)
     if not run.holdout_data_file.is_file():
-        run.save_holdout(data.holdout_ids, data.holdout_images, data.holdout_masks)
+        ImageSet(np.array(data.holdout_ids), data.holdout_images, data.holdout_masks).write(run.holdout_data_file)
     bfolds.export_imagesets(data.ids, data.folds, run.imagesets_dir)
     env = runtime.environment(device or torch.device("cpu"))
     if device is None:

@@ -18,22 +18,19 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import numpy as np
-import pandas as pd
 import torch
 import torch.nn.functional as F
 
 import architectures
-from bench import atomic, classifier, cost, losses, runtime
-from bench import rundir as layout
+from bench import classifier, cost, losses, rundir, runtime
 from bench.augment import augment, make_generator, stream_seed
 from bench.checkpoint import CheckpointWriter, snapshot
-from bench.checkpoint import to_bytes as _to_bytes
 from bench.config import ArchPlan, ProtocolConfig
 from bench.errors import BenchError, summary
 from bench.identity import cell_hash, cell_identity
 from bench.inference import autocast, from_network, predict_outputs, quantise, split_outputs, to_network
 from bench.metrics import iou, tgs_precision
-from bench.rundir import Cell
+from bench.rundir import Cell, CellRecord
 
 INIT, EPOCH, HALVES = 1, 2, 3  # stream tags: model initialisation, per-epoch batch stream, validation halves
 
@@ -378,7 +375,7 @@ def finish(trainer: Trainer, data: DeviceData, split: Split, state: CellState) -
 
 
 def cell_metrics(plan: ArchPlan, cell: Cell, trainer: Trainer, split: Split, state: CellState, final: Final,
-                 identity: dict[str, Any], wall_s: float) -> dict[str, Any]:
+                 identity: dict[str, Any], wall_s: float) -> CellRecord:
     """``metrics.json``: what the cell is, what it kept, how it went and what it cost."""
     p, device = plan.protocol, trainer.device
     described = architectures.describe(trainer.model, input_size=p.input.size, in_channels=1)
@@ -387,38 +384,34 @@ def cell_metrics(plan: ArchPlan, cell: Cell, trainer: Trainer, split: Split, sta
     if final.oof_head is not None:  # the head as a classifier of this fold's validation images, at 0.5
         judged = classifier.classifier_metrics(final.oof_head, ~split.val_truth.any(axis=(1, 2)))
         head = {"head_accuracy": judged["accuracy"], "head_roc_auc": judged["roc_auc"]}
-    return {
-        "arch": cell.arch, "fold": cell.fold, "seed": cell.seed, "protocol_hash": plan.protocol_hash,
-        "cell_hash": cell_hash(identity), "identity": identity, "recipe": plan.recipe_label(), "tuned": plan.tuned,
-        "status": final.status, "stop_reason": state.stop_reason, "arch_kwargs": plan.model,
-        "arch_train": plan.recipe_override, "encoder": plan.model["encoder"],
-        "params": described["params"], "macs": described["macs"], "output_stride": described["output_stride"],
-        "checkpoint": p.checkpoint, "kept_epochs": final.kept_epochs, "epochs": p.epochs, "epochs_run": len(state.history),
-        "val_score": final.val_score,
-        "train_images_per_s": state.train_images / max(state.train_time, 1e-9),
-        "infer_images_per_s": final.infer_images_per_s,
+    return CellRecord(
+        arch=cell.arch, fold=cell.fold, seed=cell.seed, protocol_hash=plan.protocol_hash,
+        cell_hash=cell_hash(identity), identity=identity, recipe=plan.recipe_label(), tuned=plan.tuned,
+        status=final.status, stop_reason=state.stop_reason, arch_kwargs=plan.model,
+        arch_train=plan.recipe_override, encoder=plan.model["encoder"],
+        params=described["params"], macs=described["macs"], output_stride=described["output_stride"],
+        checkpoint=p.checkpoint, kept_epochs=final.kept_epochs, epochs=p.epochs, epochs_run=len(state.history),
+        val_score=final.val_score,
+        train_images_per_s=state.train_images / max(state.train_time, 1e-9),
+        infer_images_per_s=final.infer_images_per_s,
         # cost: FLOPs counted (the same on any machine), seconds and latency measured on this device
-        "train_flops": flops.train * state.train_images, "infer_flops": flops.infer, "train_s": state.train_time,
-        "infer_ms": cost.latency_ms(trainer.model, p.input, device),
-        "peak_mem_mb": torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None,
-        "device": str(device), "device_name": runtime.device_name(device), "dtype": identity["dtype"],
-        "n_train": len(split.train_idx), "n_val": len(split.val_idx), "wall_s": wall_s, **head,
-    }
+        train_flops=flops.train * state.train_images, infer_flops=flops.infer, train_s=state.train_time,
+        infer_ms=cost.latency_ms(trainer.model, p.input, device),
+        peak_mem_mb=torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None,
+        device=str(device), device_name=runtime.device_name(device), dtype=identity["dtype"],
+        n_train=len(split.train_idx), n_val=len(split.val_idx), wall_s=wall_s, **head,
+    )
 
 
-def write_artefacts(out_dir: Path, metrics: dict[str, Any], state: CellState, final: Final, val_ids: np.ndarray) -> None:
+def write_artefacts(out_dir: Path, metrics: CellRecord, state: CellState, final: Final, val_ids: np.ndarray) -> None:
     """The cell's files, ``metrics.json`` last: its presence marks the cell done."""
     if final.model_state is not None:
-        atomic.write_bytes(out_dir / layout.MODEL, _to_bytes(final.model_state))
-    head = {} if final.oof_head is None else {"head_probs": final.oof_head, "head_probs_no_tta": final.oof_head_plain}
-    atomic.write_npz(out_dir / layout.OOF, ids=val_ids, probs=final.oof_tta, probs_no_tta=final.oof_plain, **head)
-    atomic.write_text(out_dir / layout.HISTORY, pd.DataFrame(state.history, columns=list(HISTORY_COLUMNS)).to_csv(index=False))
-    atomic.write_json(out_dir / layout.METRICS, metrics)
-    (out_dir / layout.CHECKPOINT).unlink(missing_ok=True)
-
-
-# no wall times here (they are in metrics.json): a history is a function of the cell's identity alone
-HISTORY_COLUMNS = ("epoch", "lr", "train_loss", "val_score", "val_iou", "val_score_a", "val_score_b")
+        rundir.write_weights(out_dir / rundir.MODEL, final.model_state)
+    oof = rundir.OofPrediction(val_ids, final.oof_tta, final.oof_plain, final.oof_head, final.oof_head_plain)
+    oof.write(out_dir / rundir.OOF)
+    rundir.History.of(state.history).write(out_dir / rundir.HISTORY)
+    metrics.write(out_dir / rundir.METRICS)
+    (out_dir / rundir.CHECKPOINT).unlink(missing_ok=True)
 
 
 def train_cell(
@@ -431,7 +424,7 @@ def train_cell(
     on_batch: BatchHook | None = None,
     on_epoch: EpochHook | None = None,
     progress: bool = True,
-) -> dict[str, Any]:
+) -> CellRecord:
     """Train one cell and write its artefacts to ``out_dir``; resumes from ``checkpoint.pt`` if present.
 
     ``on_batch(epoch, x, y)`` sees every augmented batch (tests hash them); ``on_epoch(epoch, score)``
@@ -447,7 +440,7 @@ def train_cell(
     trainer = Trainer(plan, cell, data, split.steps_per_epoch)
     identity = cell_identity(plan, device)
     chash = cell_hash(identity)
-    ckpt_path = out_dir / layout.CHECKPOINT
+    ckpt_path = out_dir / rundir.CHECKPOINT
     state = CellState.resume(ckpt_path, chash, trainer)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -484,7 +477,12 @@ def load_model(cell_dir: Path, device: torch.device) -> torch.nn.Module:
     cell's training prepared it on ``device`` (``runtime.prepare_model``: channels_last, and the deterministic
     kernels of a ``runtime.deterministic`` cell on CUDA), so its predictions run the kernels its out-of-fold
     predictions ran."""
-    metrics = atomic.read_json(Path(cell_dir) / layout.METRICS)
-    model = architectures.create(metrics["arch"], in_channels=1, classes=1, **metrics["arch_kwargs"])
-    model.load_state_dict(torch.load(Path(cell_dir) / layout.MODEL, map_location="cpu", weights_only=True))
-    return runtime.prepare_model(model, device, metrics["identity"]["deterministic"]).eval()
+    record = CellRecord.read(Path(cell_dir) / rundir.METRICS)
+    weights = Path(cell_dir) / rundir.MODEL
+    model = architectures.create(record.arch, in_channels=1, classes=1, **record.arch_kwargs)
+    try:
+        model.load_state_dict(rundir.read_weights(weights))
+    except RuntimeError as exc:  # weights of another model: missing or unexpected keys, other shapes
+        raise BenchError(f"{weights}: not the weights of {record.arch} with {record.arch_kwargs} "
+                         f"({summary(exc, 200)})") from None
+    return runtime.prepare_model(model, device, record.identity.get("deterministic")).eval()

@@ -31,7 +31,7 @@ from bench.config import Config, protocol_hash
 from bench.errors import BenchError, summary
 from bench.metrics import all_empty_scores
 from bench.redact import mask_url
-from bench.rundir import METRICS, Cell, RunDir
+from bench.rundir import CHECKPOINT, METRICS, MODEL, Cell, CellRecord, RunDir
 from bench.train import DeviceData, train_cell
 from bench.tune_space import DEFAULT_SPACE, Space, arch_section, load_space, with_arch
 
@@ -93,7 +93,7 @@ def empty_baseline(data: DeviceData, assignment: np.ndarray, cells: list[Cell]) 
 
 def _drop_weights(trial_dir: Path) -> None:
     """A trial keeps its metrics, history and out-of-fold predictions, not its weights (re-run the best)."""
-    for name in ("model.pt", "checkpoint.pt"):
+    for name in (MODEL, CHECKPOINT):
         for path in trial_dir.glob(f"*/{name}"):
             path.unlink(missing_ok=True)
 
@@ -128,13 +128,13 @@ def _train_trial(trial: optuna.Trial, cfg: Config, arch: str, space: Space, cell
     for index, cell in enumerate(cells):
         out = trial_dir / cell.name
         if (out / METRICS).is_file():  # a retried trial keeps the cells its first attempt finished
-            metrics = atomic.read_json(out / METRICS)
+            metrics = CellRecord.read(out / METRICS)
         else:
             on_epoch = None if space.per_cell_pruning else _reporter(trial, index, cells, sum(scores), plan.protocol.epochs)
             metrics = train_cell(plan, cell, data, assignment, out, on_epoch=on_epoch, progress=progress)
-        if metrics["status"] != "ok":
-            raise TrialFailed(f"{cell.name} {metrics['status']}: {metrics['stop_reason']}")
-        scores.append(metrics["val_score"])
+        if metrics.status != "ok":
+            raise TrialFailed(f"{cell.name} {metrics.status}: {metrics.stop_reason}")
+        scores.append(metrics.val_score)
         trial.set_user_attr("cell_scores", {c.name: s for c, s in zip(cells, scores)})
         if space.per_cell_pruning:
             trial.report(scores[-1], index)

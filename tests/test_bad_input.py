@@ -29,6 +29,7 @@ from PIL import Image, ImageFile
 from bench.config import CONFIG_DIR
 from bench.data import png, synthetic
 from bench.errors import BenchError
+from tests.conftest import tiny_overrides
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICK = str(CONFIG_DIR / "quick.yaml")
@@ -390,6 +391,13 @@ CONFIG_CASES = [
     (None, ["protocol.fold_seed=-1"], "protocol.fold_seed: -1 is below the minimum 0"),
     (None, ["data.seed=-1"], "data.seed: -1 is below the minimum 0"),
     (None, ["protocol.seeds=[0, -1]"], "protocol.seeds[1]: -1 is below the minimum 0"),
+    # free-form model options: any number in them, NaN or infinite in any spelling, is refused too
+    (None, ["architectures.pspnet.psp_dropout=.nan"], "architectures.pspnet.psp_dropout: expected a finite number"),
+    (None, ["architectures.pspnet.psp_dropout=nan"], "architectures.pspnet.psp_dropout: expected a finite number"),
+    (None, ["architectures.deeplabv3.decoder_atrous_rates=[3, .inf, 9]"],
+     "architectures.deeplabv3.decoder_atrous_rates[1]: expected a finite number"),
+    ("architectures:\n  unet: {decoder_channels: [32, 16, -.inf]}\n", [],
+     "architectures.unet.decoder_channels[2]: expected a finite number"),
 ]
 
 
@@ -488,3 +496,76 @@ def test_disk_full_is_one_line_naming_the_file(tmp_path: Path, monkeypatch: pyte
     assert err.startswith("salt-bench: error: ") and err.count("\n") == 1 and "Traceback" not in err
     assert err.rstrip().endswith(f".png: {os.strerror(errno.ENOSPC)}")
     assert list(tmp_path.iterdir()) == []
+
+
+# --------------------------------------------------------------------------------------- a finished run, one file broken
+
+# Each row corrupts one file of a copy of a finished tiny run (holdout included) and runs one command on it, as a
+# careless user would: (name, the file relative to the run, how it is broken, the command).
+FINISHED_CELL = "cells/unet/fold0-seed0"
+
+
+def _truncated(path: Path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def _garbage(path: Path) -> None:
+    path.write_bytes(b"\x00\x01garbage, not what this file should hold\n" * 3)
+
+
+RUN_FILE_CASES = [
+    ("truncated metrics.json", f"{FINISHED_CELL}/metrics.json", _truncated, "report"),
+    ("truncated metrics.json", f"{FINISHED_CELL}/metrics.json", _truncated, "run"),
+    ("truncated metrics.json", f"{FINISHED_CELL}/metrics.json", _truncated, "compare"),
+    ("truncated metrics.json", f"{FINISHED_CELL}/metrics.json", _truncated, "predict"),
+    ("metrics.json = {}", f"{FINISHED_CELL}/metrics.json", lambda p: p.write_text("{}"), "report"),
+    ("truncated data.npz", "data.npz", _truncated, "run"),
+    ("truncated data.npz", "data.npz", _truncated, "predict"),
+    ("garbage holdout prediction", "holdout/unet-seed0.npz", _garbage, "run"),
+    ("empty holdout prediction", "holdout/unet-seed0.npz", lambda p: p.write_bytes(b""), "run"),
+    ("invalid config.yaml", "config.yaml", lambda p: p.write_text("name: [unclosed\narchitectures: {unet: {}\n"), "run"),
+    ("garbage history.csv", f"{FINISHED_CELL}/history.csv", _garbage, "report"),
+    ("garbage gallery.npz", "gallery.npz", _garbage, "report"),
+    ("truncated model.pt", f"{FINISHED_CELL}/model.pt", _truncated, "predict"),
+]
+
+
+def _finished_overrides(data: Path) -> list[str]:
+    return tiny_overrides(data, **{"protocol.epochs": 1, "data.holdout": 0.25})
+
+
+@pytest.fixture(scope="module")
+def finished_run(tiny_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two folds of one architecture trained by the real engine, its holdout predicted and the run aggregated."""
+    from bench import config, runner
+
+    run_dir = tmp_path_factory.mktemp("finished") / "run"
+    runner.run(config.load([QUICK], _finished_overrides(tiny_dataset)), run_dir, archs=["unet"], progress=False)
+    return run_dir
+
+
+@pytest.mark.parametrize(("name", "relative", "corrupt", "command"), RUN_FILE_CASES,
+                         ids=[f"{c[0]} ({c[3]})" for c in RUN_FILE_CASES])
+def test_a_broken_file_of_a_finished_run_is_one_line_naming_it(name: str, relative: str, corrupt: Callable[[Path], None],
+                                                                 command: str, finished_run: Path, tiny_dataset: Path,
+                                                                 tmp_path: Path) -> None:
+    run = Path(shutil.copytree(finished_run, tmp_path / "run"))
+    broken = run / relative
+    assert broken.is_file()
+    corrupt(broken)
+    argv = {
+        "report": ["report", str(run), "--out", str(tmp_path / "report.html")],
+        "run": ["run", "--config", QUICK, "--out", str(run), "--archs", "unet", "--no-report",
+                *[token for o in _finished_overrides(tiny_dataset) for token in ("--set", o)]],
+        "compare": ["compare", str(shutil.copytree(finished_run, tmp_path / "other")), str(run),
+                    "--out", str(tmp_path / "compare.csv")],
+        "predict": ["predict", str(run), "--arch", "unet", "--out", str(tmp_path / "submission.csv")],
+    }[command]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([sys.executable, "-m", "bench.cli", *argv], cwd=ROOT, env=env, capture_output=True,
+                            text=True, timeout=300)
+    assert "Traceback" not in result.stderr, result.stderr
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("salt-bench") and str(broken) in lines[0], result.stderr

@@ -23,9 +23,8 @@ from architectures.deterministic import (
     DeterministicPSPBlock,
     nondeterministic_ops,
 )
-from bench import atomic, runtime
 from bench import rundir as layout
-from bench.checkpoint import to_bytes
+from bench import runtime
 from bench.train import load_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -149,9 +148,14 @@ def test_a_loaded_model_runs_as_its_cell_trained(tmp_path: Path, deterministic: 
                "decoder_atrous_rates": [2, 4, 6]}
     torch.manual_seed(0)
     model = architectures.create("deeplabv3", in_channels=1, classes=1, **options)
-    atomic.write_bytes(tmp_path / layout.MODEL, to_bytes(model.state_dict()))
-    atomic.write_json(tmp_path / layout.METRICS, {"arch": "deeplabv3", "arch_kwargs": options,
-                                                  "identity": {"deterministic": deterministic}})
+    layout.write_weights(tmp_path / layout.MODEL, model.state_dict())
+    layout.CellRecord(
+        arch="deeplabv3", fold=0, seed=0, protocol_hash="p", cell_hash="c", identity={"deterministic": deterministic},
+        recipe="shared", tuned=None, status="ok", stop_reason="completed all epochs", arch_kwargs=options, arch_train={},
+        encoder=options["encoder"], params=0, macs=0, output_stride=8, checkpoint="final", kept_epochs={"all": 0},
+        epochs_run=1, val_score=0.0, train_images_per_s=1.0, infer_images_per_s=1.0, peak_mem_mb=None, device="cpu",
+        device_name="cpu", dtype="float32", n_train=1, n_val=1, wall_s=1.0,
+    ).write(tmp_path / layout.METRICS)
     loaded = load_model(tmp_path, torch.device("cpu"))
     conv = next(m for m in loaded.modules() if isinstance(m, nn.Conv2d) and m.weight.shape[1] > 1)
     assert conv.weight.is_contiguous(memory_format=torch.channels_last) and not conv.weight.is_contiguous()

@@ -168,7 +168,7 @@ def test_a_crossfit_cell_keeps_the_heads_probabilities_of_both_halves(tiny_datas
     with np.load(tmp_path / "oof.npz") as z:
         assert z["head_probs"].shape == z["head_probs_no_tta"].shape == (int((folds == 0).sum()),)
         assert ((z["head_probs"] >= 0) & (z["head_probs"] <= 1)).all()
-    assert 0 <= metrics["head_accuracy"] <= 1 and "head_roc_auc" in metrics
+    assert 0 <= metrics.head_accuracy <= 1 and metrics.head_roc_auc is not None
 
 
 # --------------------------------------------------------------------------------------- the OOF decision
@@ -250,7 +250,7 @@ def runs(tiny_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[s
 def _pooled(run: Path, arch: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(rows of data.npz, mask levels, head probabilities) of an architecture's OOF, pooled fold by fold as the
     aggregation pools them."""
-    index = {str(i): k for k, i in enumerate(RunDir(run).load_data()["ids"])}
+    index = {str(i): k for k, i in enumerate(RunDir(run).load_data().ids)}
     parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     for cell in sorted((run / "cells" / arch).iterdir()):
         with np.load(cell / "oof.npz") as z:
@@ -261,7 +261,7 @@ def _pooled(run: Path, arch: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 def _oof_head(run: Path, arch: str) -> np.ndarray:
     """The head's pooled OOF probabilities in data.npz order (what ``salt-bench predict`` decides on)."""
     cells = {arch: sorted((run / "cells" / arch).iterdir())}
-    return predict.oof_head_probs(cells, RunDir(run).load_data()["ids"], "flip")
+    return predict.oof_head_probs(cells, RunDir(run).load_data().ids, "flip")
 
 
 def test_a_run_with_the_head_writes_its_artefacts(runs: dict[str, Path]) -> None:
@@ -281,7 +281,7 @@ def test_a_run_with_the_head_writes_its_artefacts(runs: dict[str, Path]) -> None
             state = torch.load(cell / "model.pt", weights_only=True)
             assert {"classification_head.3.weight", "classification_head.3.bias"} <= set(state)
         with np.load(run / "holdout" / f"{arch}-seed0.npz") as z:
-            assert z["head_probs"].shape == (len(held["ids"]),)
+            assert z["head_probs"].shape == (len(held.ids),)
 
     table = pd.read_csv(run / "classifier.csv", keep_default_na=False, na_values=[""])
     assert sorted(zip(table["arch"], table["split"])) == sorted((a, s) for a in ARCHS for s in ("oof", "holdout"))
@@ -290,7 +290,7 @@ def test_a_run_with_the_head_writes_its_artefacts(runs: dict[str, Path]) -> None
     data = RunDir(run).load_data()
     for arch in ARCHS:
         rows, levels, head = _pooled(run, arch)
-        masks = data["masks"][rows]
+        masks = data.masks[rows]
         empty = ~masks.any(axis=(1, 2))
         oof = table[(table["arch"] == arch) & (table["split"] == "oof")].iloc[0]
         judged = classifier.classifier_metrics(head, empty)
@@ -299,7 +299,7 @@ def test_a_run_with_the_head_writes_its_artefacts(runs: dict[str, Path]) -> None
         assert oof["probe_score"] == pytest.approx(probe["probe_score"])
         assert oof["false_empty_cost"] == pytest.approx(probe["false_empty_cost"])
         listed = per_image[(per_image["arch"] == arch) & (per_image["split"] == "oof")].set_index("id")
-        np.testing.assert_allclose(listed.loc[[str(i) for i in data["ids"][rows]], "head_prob"], head, rtol=1e-6)
+        np.testing.assert_allclose(listed.loc[[str(i) for i in data.ids[rows]], "head_prob"], head, rtol=1e-6)
         hold = table[(table["arch"] == arch) & (table["split"] == "holdout")].iloc[0]
         # the classifier's holdout is the fold ensemble's, under the decisions applied to every holdout prediction
         assert hold["score_both_cuts"] == pytest.approx(board.loc[arch, "ensemble_score"])
@@ -325,8 +325,8 @@ def test_predict_uses_and_records_the_heads_cut(runs: dict[str, Path], tiny_data
     predict.predict(run, arch="unet", evaluate_oof=True)
     entry = read_json(run / "postprocess.json")["unet@flip"]
     cells = {"unet": sorted((run / "cells" / "unet").iterdir())}
-    levels = predict.oof_probs(cells, RunDir(run).load_data()["ids"], "flip")
-    expected = postprocess.decide(levels, RunDir(run).load_data()["masks"], head_probs=_oof_head(run, "unet"))
+    levels = predict.oof_probs(cells, RunDir(run).load_data().ids, "flip")
+    expected = postprocess.decide(levels, RunDir(run).load_data().masks, head_probs=_oof_head(run, "unet"))
     assert entry["head_cut"] == expected.head_cut and entry["score_post"] == pytest.approx(expected.score_post)
     path = predict.predict(run, arch="linknet", tta="none", out=tmp_path / "submission.csv")
     assert len(pd.read_csv(path)) == len(tgs.load(tiny_dataset).test_ids())
@@ -404,7 +404,7 @@ def test_compare_pairs_the_runs_by_model_and_image(runs: dict[str, Path], tmp_pa
     table = pd.read_csv(path, keep_default_na=False, na_values=[""]).set_index("arch")
     assert list(table.index) == sorted(ARCHS) and set(table["split"]) == {"holdout"}
     assert set(table["head_a"]) == {"off"} and set(table["head_b"]) == {"dropout=0.2 weight=0.1"}
-    n_held = len(RunDir(a).load_holdout()["ids"])
+    n_held = len(RunDir(a).load_holdout().ids)
     for arch in ARCHS:
         diff = _expected(a, b, arch)
         row = table.loc[arch]

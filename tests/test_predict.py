@@ -24,7 +24,7 @@ from bench.data.rle import rle_decode
 from bench.inference import predict_outputs
 from bench.metrics import best_threshold, tgs_score
 from bench.postprocess import Decision
-from bench.rundir import RunDir
+from bench.rundir import Ensembles, RunDir
 from bench.train import DeviceData, load_model
 from tests.conftest import tiny_overrides
 
@@ -70,7 +70,7 @@ def _in_memory_levels(run_dir: Path, data_dir: Path, members: list[str], tta: st
     cfg = RunDir(run_dir).config()
     runtime.set_precision(cfg.runtime, torch.device("cpu"))
     data = RunDir(run_dir).load_data()
-    stats = DeviceData.from_arrays(data["ids"], data["images"], data["masks"], torch.device("cpu"))
+    stats = DeviceData.from_arrays(data.ids, data.images, data.masks, torch.device("cpu"))
     images = torch.from_numpy(tgs.load(data_dir).test_images()).unsqueeze(1)
     per_member = []
     for arch in members:
@@ -114,11 +114,11 @@ def test_cli_submission_with_salt_round_trips(tiny_run: Path, tiny_dataset: Path
     grid = np.round(np.linspace(0.05, 0.95, 19), 2)
     threshold = float(grid[np.argmin(np.abs(grid * 255 - np.median(levels)))])
     data = RunDir(run_dir).load_data()
-    index = {str(i): k for k, i in enumerate(data["ids"])}
+    index = {str(i): k for k, i in enumerate(data.ids)}
     for oof in run_dir.glob("cells/unet/fold*-seed0/oof.npz"):
         with np.load(oof) as z:
             ids = z["ids"]
-        truth = data["masks"][[index[str(i)] for i in ids]]
+        truth = data.masks[[index[str(i)] for i in ids]]
         crafted = np.where(truth, 255, postprocess.level(threshold)).astype(np.uint8)
         write_npz(oof, ids=ids, probs=crafted, probs_no_tta=crafted)
     out = tmp_path / "salt.csv"
@@ -218,9 +218,9 @@ def test_run_decision_is_recorded_and_matches_the_leaderboard(tiny_run: Path, tm
     data = RunDir(run_dir).load_data()
     cells = predict.cell_dirs(RunDir(run_dir), RunDir(run_dir).config(), predict.Selection(("unet",), "flip"),
                               need_models=False)
-    levels = predict.oof_probs(cells, data["ids"], "flip")
+    levels = predict.oof_probs(cells, data.ids, "flip")
     decision = Decision(**{k: entry[k] for k in DECISION_FIELDS})
-    rescored = tgs_score(data["masks"], postprocess.apply(levels, decision))
+    rescored = tgs_score(data.masks, postprocess.apply(levels, decision))
     assert rescored == pytest.approx(entry["score_post"], abs=1e-12)
 
 
@@ -235,15 +235,15 @@ def test_ensemble_predicts_and_is_evaluated_on_oof(tiny_run: Path, tiny_dataset:
     data = RunDir(run_dir).load_data()
     cfg = RunDir(run_dir).config()
     member = {a: predict.oof_probs(predict.cell_dirs(RunDir(run_dir), cfg, predict.Selection((a,), "none"), need_models=False),
-                                   data["ids"], "none").astype(np.float64) for a in ("unet", "linknet")}
+                                   data.ids, "none").astype(np.float64) for a in ("unet", "linknet")}
     mean_levels = np.round((member["unet"] + member["linknet"]) / 2).astype(np.uint8)
     entry = read_json(run_dir / "postprocess.json")["linknet+unet@none"]
-    assert entry["threshold"] == best_threshold(mean_levels, data["masks"])[0]
+    assert entry["threshold"] == best_threshold(mean_levels, data.masks)[0]
 
     for args in (["--ensemble", "linknet,unet"], ["--arch", "unet"], ["--ensemble", "unet,linknet"]):
         assert cli.main(["predict", str(run_dir), *args, "--tta", "none", "--evaluate-oof"]) == 0
     table = pd.read_csv(run_dir / "ensembles.csv")
-    assert list(table.columns) == predict.ENSEMBLE_COLUMNS
+    assert tuple(table.columns) == Ensembles.COLUMNS
     assert sorted(table["members"]) == ["linknet+unet", "unet"], "re-evaluating replaces the row"
     row = table.set_index("members").loc["linknet+unet"]
     assert row["tta"] == "none" and row["n_images"] == 48

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import torch
 
-from bench import config, results, rundir, runner, stats
+from bench import atomic, config, results, rundir, runner, stats
 from bench.data import tgs
 from bench.data.partition import partition
 from bench.errors import BenchError
@@ -42,7 +42,7 @@ def test_the_holdout_is_locked_inverting_its_masks_changes_no_cell(tiny_dataset:
     cfg = config.load([QUICK], sets)
     first = RunDir(tmp_path / "first")
     runner.run(cfg, first.path, archs=["unet"], progress=False)
-    held = list(rundir.atomic.read_json(first.holdout_file)["ids"])
+    held = list(atomic.read_json(first.holdout_file)["ids"])
     assert len(held) == 12
     inverted = tmp_path / "inverted-data"
     _invert_holdout_masks(tiny_dataset, inverted, held)
@@ -97,7 +97,7 @@ def test_a_killed_cell_resumed_with_a_changed_recipe_restarts_under_the_new_one(
     resumed = train_cell(new_cfg.plan("unet"), cell, data, part.folds, out, progress=False)
     assert "restarts from epoch 0" in capsys.readouterr().out
     fresh = train_cell(new_cfg.plan("unet"), cell, data, part.folds, tmp_path / "fresh", progress=False)
-    assert resumed["cell_hash"] == fresh["cell_hash"] and resumed["recipe"] == "lr=0.0005"
+    assert resumed.cell_hash == fresh.cell_hash and resumed.recipe == "lr=0.0005"
     history = pd.read_csv(out / rundir.HISTORY)
     assert history.equals(pd.read_csv(tmp_path / "fresh" / rundir.HISTORY))
     assert _digest(out / rundir.OOF) == _digest(tmp_path / "fresh" / rundir.OOF)
@@ -110,14 +110,14 @@ def test_crossfit_scores_each_half_by_the_epoch_chosen_on_the_other(tiny_dataset
     data = DeviceData.from_arrays(part.ids, part.images, part.masks, torch.device("cpu"))
     metrics = train_cell(part.cfg.plan("unet"), Cell("unet", 0, 0), data, part.folds, tmp_path / "c", progress=False)
     history = pd.read_csv(tmp_path / "c" / rundir.HISTORY).set_index("epoch")
-    kept = metrics["kept_epochs"]
+    kept = metrics.kept_epochs
     assert kept["half_a_by"] == int(history["val_score_b"].idxmax())  # half A is scored by B's choice
     assert kept["half_b_by"] == int(history["val_score_a"].idxmax())
     n = len(part.folds[part.folds == 0])
     n_a = n // 2
     expected = (n_a * history.loc[kept["half_a_by"], "val_score_a"]
                 + (n - n_a) * history.loc[kept["half_b_by"], "val_score_b"]) / n
-    assert metrics["val_score"] == pytest.approx(expected)
+    assert metrics.val_score == pytest.approx(expected)
 
 
 def test_leaderboard_leads_with_the_columns_outside_tools_read(tiny_dataset: Path, tmp_path: Path) -> None:
@@ -157,15 +157,15 @@ def test_partial_runs_rank_the_complete_and_say_what_the_others_lack(tiny_datase
     cfg, run = _four_models(tiny_dataset, tmp_path)
     board = pd.read_csv(run.leaderboard_file)
     assert (board["n_models"] == 4).all() and set(board["score_source"]) == {"holdout"}
-    manifest = rundir.atomic.read_json(run.aggregate_file)
+    manifest = atomic.read_json(run.aggregate_file)
     assert set(manifest["cells"]) == {f"{a}/fold{f}-seed{s}" for a in ("unet", "linknet") for f in (0, 1)
                                       for s in (0, 1)}
     assert manifest["variance"]["unet"]["n_models"] == 4 and manifest["incomplete"] == {}
     # a retrained fold of linknet: its old holdout prediction is not scored, linknet is listed as incomplete
     metrics_path = run.cell_dir(Cell("linknet", 1, 1)) / rundir.METRICS
-    record = rundir.atomic.read_json(metrics_path)
+    record = atomic.read_json(metrics_path)
     record["cell_hash"] = "0" * 16
-    rundir.atomic.write_json(metrics_path, record)
+    atomic.write_json(metrics_path, record)
     board = results.current(run)[0].set_index("arch")
     assert np.isnan(board.loc["linknet", "score"]) and board.loc["unet", "score_source"] == "holdout"
     assert board.loc["linknet", "verdict"] == "incomplete: seed 1 has no current holdout prediction"

@@ -15,7 +15,7 @@ from markupsafe import Markup
 from bench import atomic
 from bench.report import gallery, plots, tables, tuning
 from bench.report.load import RunData, load_run
-from bench.rundir import RunDir
+from bench.rundir import Ensembles, RunDir
 
 #: the y label of a plot of the leaderboard's ``score``, by its ``score_source``
 SCORE_LABEL = {"holdout": "locked-holdout TGS score", "oof": "cross-fitted OOF TGS score"}
@@ -165,8 +165,7 @@ def context(run: RunData) -> dict[str, Any]:
         "n_folds": int(run.oof_images["fold"].nunique()),
         "figures": _figures(run, order),
         "gallery": gallery.gallery_rows(run.gallery, run.board, run.oof_images) if run.gallery else [],
-        "ensembles": Markup(tables.ensembles(pd.read_csv(RunDir(run.run_dir).ensembles_file, keep_default_na=False,
-                                                             na_values={"empty_max_prob": [""], "score_crossfit": [""]})))
+        "ensembles": Markup(tables.ensembles(Ensembles.read(RunDir(run.run_dir).ensembles_file).table))
         if RunDir(run.run_dir).ensembles_file.is_file() else None,
         "diverged": run.cells[run.cells["status"] != "ok"][["arch", "fold", "seed", "stop_reason"]].to_dict("records"),
     })

@@ -11,6 +11,7 @@ from PIL import Image
 
 from bench.metrics import binarise
 from bench.report.plots import data_uri
+from bench.rundir import Gallery
 
 TRUTH = np.array([255, 210, 0], np.float32)  # salt in the truth tile
 HIT = np.array([40, 200, 70], np.float32)  # predicted salt where there is salt
@@ -37,24 +38,24 @@ def css_colour(colour: np.ndarray) -> str:
     return "rgb({}, {}, {})".format(*(int(c) for c in colour))
 
 
-def gallery_rows(gallery: dict[str, np.ndarray], board: pd.DataFrame, per_image: pd.DataFrame) -> list[dict[str, Any]]:
+def gallery_rows(gallery: Gallery, board: pd.DataFrame, per_image: pd.DataFrame) -> list[dict[str, Any]]:
     """One row per gallery image: its id and why it was chosen, the image, the truth, one tile per architecture
     (thresholded at that architecture's OOF threshold) with the per-image TGS score."""
     # the gallery shows each architecture's lowest seed; its threshold is the first of the per-seed thresholds
     thresholds = {a: float(str(t).split()[0]) for a, t in zip(board["arch"], board["threshold"])}
-    order = [a for a in board["arch"] if f"probs_{a}" in gallery]
+    order = [a for a in board["arch"] if a in gallery.probs]
     seed0 = per_image[per_image["seed"] == per_image["seed"].min()]
     scores = seed0.set_index(["arch", "id"])["score"]
     rows = []
-    for k, image_id in enumerate(gallery["ids"]):
-        image, truth = gallery["images"][k], gallery["masks"][k].astype(bool)
+    for k, image_id in enumerate(gallery.ids):
+        image, truth = gallery.images[k], gallery.masks[k].astype(bool)
         tiles = [{"title": "image", "src": _uri(_overlay(image, [])), "caption": ""},
                  {"title": "truth", "src": _uri(_overlay(image, [(truth, TRUTH)])), "caption": f"{truth.mean():.0%} salt"}]
         for arch in order:
-            pred = binarise(gallery[f"probs_{arch}"][k], thresholds[arch])
+            pred = binarise(gallery.probs[arch][k], thresholds[arch])
             layers = [(pred & truth, HIT), (pred & ~truth, FALSE_POS), (~pred & truth, MISSED)]
             score = scores.get((arch, str(image_id)))
             tiles.append({"title": arch, "src": _uri(_overlay(image, layers)),
                           "caption": "n/a" if score is None else f"{score:.2f}"})
-        rows.append({"id": str(image_id), "label": str(gallery["labels"][k]), "tiles": tiles})
+        rows.append({"id": str(image_id), "label": str(gallery.labels[k]), "tiles": tiles})
     return rows

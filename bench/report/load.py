@@ -6,18 +6,17 @@ a report of a partial or resumed run is never stale).
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-import yaml
 
 from bench import results
 from bench.errors import BenchError
-from bench.rundir import HISTORY, Cell, RunDir
+from bench.rundir import HISTORY, Cell, Gallery, History, RunDir
+from bench.rundir.guard import read_json_object, reading
 
 
 @dataclass
@@ -35,7 +34,7 @@ class RunData:
     board: pd.DataFrame
     per_image: pd.DataFrame
     history: pd.DataFrame
-    gallery: dict[str, np.ndarray] | None
+    gallery: Gallery | None
     missing: list[tuple[str, int, int]] = field(default_factory=list)
     expected: int = 0
     baseline: float | None = None
@@ -93,37 +92,15 @@ class RunData:
         return loss.get("switch_epoch") if loss.get("then") and not self.protocol.get("budget") else None
 
 
-def _read_json(path: Path, required: bool = False) -> dict[str, Any]:
-    if not path.is_file():
-        if required:
-            raise BenchError(f"{path}: missing")
-        return {}
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BenchError(f"{path}: unreadable JSON ({type(exc).__name__})") from None
-    if not isinstance(value, dict):
-        raise BenchError(f"{path}: expected a JSON object")
-    return value
+def _read_json(path: Path, what: str) -> dict[str, Any]:
+    return read_json_object(path, what) if path.is_file() else {}
 
 
 def _read_csv(path: Path, dtypes: dict[str, type]) -> pd.DataFrame:
     if not path.is_file():
         return pd.DataFrame()
-    try:
+    with reading(path, "table"):
         return pd.read_csv(path, dtype=dtypes, **results.CSV_OPTIONS)
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise BenchError(f"{path}: unreadable CSV ({type(exc).__name__})") from None
-
-
-def _read_config(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        return {}
-    try:
-        value = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise BenchError(f"{path}: unreadable YAML ({type(exc).__name__})") from None
-    return value if isinstance(value, dict) else {}
 
 
 def _cell_key(frame: pd.DataFrame) -> set[tuple[str, int, int]]:
@@ -140,18 +117,14 @@ def _histories(run: RunDir, cells: pd.DataFrame) -> pd.DataFrame:
     for cell in cells.itertuples():
         path = run.cell_dir(Cell(cell.arch, int(cell.fold), int(cell.seed))) / HISTORY
         if path.is_file():
-            frame = pd.read_csv(path)
+            frame = History.read(path).rows
             flops = (frame["epoch"] + 1) * per_epoch.get(cell.arch, np.nan)
             frames.append(frame.assign(arch=cell.arch, fold=cell.fold, seed=cell.seed, train_pflop=flops))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
-def _gallery(run: RunDir) -> dict[str, np.ndarray] | None:
-    path = run.gallery_file
-    if not path.is_file():
-        return None
-    with np.load(path, allow_pickle=False) as z:
-        return {k: z[k] for k in z.files}
+def _gallery(run: RunDir) -> Gallery | None:
+    return Gallery.read(run.gallery_file) if run.gallery_file.is_file() else None
 
 
 def _missing(config: dict[str, Any], proto: dict[str, Any], cells: pd.DataFrame) -> tuple[list[tuple[str, int, int]], int]:
@@ -169,9 +142,9 @@ def load_run(run_dir: Path | RunDir) -> RunData:
         raise BenchError(f"{run}: no such run directory")
     if not run.protocol_file.is_file():
         raise BenchError(f"{run}: not a salt-bench run directory (no protocol.json)")
-    protocol = _read_json(run.protocol_file, required=True)
-    config = _read_config(run.config_file)
-    splits = _read_json(run.splits_file)
+    protocol = run.protocol()
+    config = run.config_tree()
+    splits = _read_json(run.splits_file, "fold split")
     splits.pop("folds", None)
     cells = run.metrics_table()
     board, per_image = results.current(run) if not cells.empty else (pd.DataFrame(), pd.DataFrame())
@@ -179,11 +152,11 @@ def load_run(run_dir: Path | RunDir) -> RunData:
     missing, expected = _missing(config, record.get("protocol") or {}, cells)
     data = RunData(
         run_dir=run.path, name=run.path.resolve().name, config=config, protocol_hash=protocol.get("hash"),
-        protocol_record=record, env=_read_json(run.env_file), splits=splits, cells=cells, board=board,
+        protocol_record=record, env=_read_json(run.env_file, "environment record"), splits=splits, cells=cells, board=board,
         per_image=per_image, history=_histories(run, cells) if not cells.empty else pd.DataFrame(),
         gallery=_gallery(run) if not cells.empty else None, missing=missing, expected=expected,
     )
-    data.manifest = _read_json(run.aggregate_file)
+    data.manifest = _read_json(run.aggregate_file, "aggregate manifest")
     if run.pairs_file.is_file():
         data.pairs = _read_csv(run.pairs_file, {"arch": str, "other": str, "verdict": str})
     if data.empty_head and not cells.empty:

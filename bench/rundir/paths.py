@@ -1,32 +1,23 @@
-"""The run directory: its layout and its inverse, in one place.
+"""The run directory's layout and its inverse: ``Cell`` (one unit of work) and ``RunDir`` (every path of a run).
 
-```
-<run>/config.yaml  protocol.json  splits.json  env.json  data.npz  ImageSets/
-<run>/cells/<arch>/fold<k>-seed<s>/  metrics.json  history.csv  oof.npz  model.pt  checkpoint.pt
-<run>/leaderboard.csv  per_image.csv  pairs.csv  gallery.npz  postprocess.json  ensembles.csv  submission.csv
-<run>/report.html  holdout/<arch>-seed<s>.npz (fold ensembles)  holdout/<arch>-fold<k>-seed<s>.npz (each model)
-<run>/classifier.csv  (runs with protocol.empty_head)  compare/<other run>.csv  (salt-bench compare)
-<run>/tuning/<study>.db  <study>.best.yaml  <study>/trial-<n>/<cell>/
-```
-
-Every other module asks a ``RunDir`` for a path, a cell or a table; none builds a run-directory path itself.
+Every other module asks a ``RunDir`` for a path, a cell or a record; none builds a run-directory path itself.
 A cell is done exactly when its ``metrics.json`` exists (written last, atomically).
 """
 from __future__ import annotations
 
 import re
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from bench import atomic
 from bench.errors import BenchError
+from bench.rundir.cell import METRICS, CellRecord
+from bench.rundir.guard import read_json_object
+from bench.rundir.run import ImageSet, RunConfig
 
-METRICS, HISTORY, OOF, MODEL, CHECKPOINT = "metrics.json", "history.csv", "oof.npz", "model.pt", "checkpoint.pt"
 _CELL_NAME = re.compile(r"fold(\d+)-seed(\d+)")
 
 
@@ -200,21 +191,18 @@ class RunDir:
     def trained_archs(self) -> list[str]:
         return sorted(p.name for p in self.cells_dir.glob("*") if p.is_dir())
 
-    def cell_metrics(self, cell: Cell) -> dict[str, Any]:
-        return atomic.read_json(self.cell_dir(cell) / METRICS)
+    def cell_metrics(self, cell: Cell) -> CellRecord:
+        return CellRecord.read(self.cell_dir(cell) / METRICS)
 
     def metrics_table(self) -> pd.DataFrame:
         """One row per finished cell (its metrics.json), in the order of ``done_cells``."""
         cells = sorted(self.done_cells(), key=lambda c: str(self.cell_dir(c)))
-        return pd.DataFrame([self.cell_metrics(c) for c in cells])
-
-    def newest_cell_mtime(self) -> float:
-        return max((self.cell_dir(c) / METRICS).stat().st_mtime for c in self.done_cells())
+        return pd.DataFrame([self.cell_metrics(c).to_dict() for c in cells])
 
     # the run's own records
     def protocol(self) -> dict[str, Any]:
         """``protocol.json``: ``{"hash": ..., "protocol": {"data": ..., "protocol": ...}}``, or {} before the first run."""
-        return atomic.read_json(self.protocol_file) if self.protocol_file.is_file() else {}
+        return read_json_object(self.protocol_file, "protocol record") if self.protocol_file.is_file() else {}
 
     def protocol_hash(self) -> str | None:
         return self.protocol().get("hash")
@@ -227,62 +215,14 @@ class RunDir:
             raise BenchError(f"{self.config_file}: missing; {self.path} is not a run directory (made by `salt-bench run`)")
         return bconfig.load([self.config_file])
 
-    def save_data(self, ids: list[str], images: np.ndarray, masks: np.ndarray, folds: np.ndarray) -> None:
-        """The train images, masks and folds every cell of the run reads (Ray workers and the report too)."""
-        atomic.write_npz(self.data_file, ids=np.array(ids), images=images.astype(np.uint8),
-                         masks=np.packbits(masks.astype(bool), axis=-1), folds=folds.astype(np.int16))
+    def config_tree(self) -> dict[str, Any]:
+        """``config.yaml`` as written, {} before the first run."""
+        return RunConfig.read(self.config_file).tree if self.config_file.is_file() else {}
 
-    def load_data(self) -> dict[str, np.ndarray]:
+    def load_data(self) -> ImageSet:
         """The development set: ids, images, masks and folds (never the holdout)."""
-        return _load_images(self.data_file, folds=True)
+        return ImageSet.read(self.data_file, folds=True)
 
-    def save_holdout(self, ids: list[str], images: np.ndarray, masks: np.ndarray) -> None:
-        atomic.write_npz(self.holdout_data_file, ids=np.array(ids), images=images.astype(np.uint8),
-                         masks=np.packbits(masks.astype(bool), axis=-1))
-
-    def load_holdout(self) -> dict[str, np.ndarray]:
+    def load_holdout(self) -> ImageSet:
         """The locked holdout; only ``bench.holdout`` and the final aggregation call this."""
-        return _load_images(self.holdout_data_file, folds=False)
-
-
-@dataclass(frozen=True)
-class HoldoutPrediction:
-    """A holdout prediction on disk: uint8 probability levels per image, the head's probabilities when the models
-    have the head, and the cell hashes of the models behind it (one for a model, the folds' for an ensemble)."""
-
-    ids: np.ndarray
-    probs: np.ndarray
-    cell_hashes: tuple[str, ...]
-    head_probs: np.ndarray | None = None
-
-    def write(self, path: Path) -> None:
-        head = {} if self.head_probs is None else {"head_probs": self.head_probs.astype(np.float32)}
-        atomic.write_npz(path, ids=self.ids, probs=self.probs, cell_hashes=np.array(self.cell_hashes), **head)
-
-    @classmethod
-    def read(cls, path: Path) -> HoldoutPrediction | None:
-        """The prediction at ``path``; None when there is none; an unreadable file is a one-line error."""
-        if not path.is_file():
-            return None
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                return cls(z["ids"], z["probs"], tuple(str(h) for h in z["cell_hashes"]),
-                           z["head_probs"] if "head_probs" in z.files else None)
-        except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
-            raise BenchError(f"{path}: unreadable holdout prediction ({type(exc).__name__}); delete it and run "
-                             "`salt-bench run` again to predict it anew") from None
-
-
-def _load_images(path: Path, *, folds: bool) -> dict[str, np.ndarray]:
-    if not path.is_file():
-        raise BenchError(f"{path}: missing; the run directory is incomplete")
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            images = z["images"]
-            out = {"ids": z["ids"], "images": images,
-                   "masks": np.unpackbits(z["masks"], axis=-1, count=images.shape[-1]).astype(bool)}
-            if folds:
-                out["folds"] = z["folds"]
-            return out
-    except (OSError, ValueError, KeyError) as exc:
-        raise BenchError(f"{path}: unreadable ({type(exc).__name__}: {exc})") from None
+        return ImageSet.read(self.holdout_data_file, folds=False)

@@ -1,0 +1,145 @@
+"""The files of the run as a whole, each a typed record with its read and write: the images (``data.npz``,
+``holdout.npz``: ``ImageSet``), the holdout predictions (``holdout/*.npz``: ``HoldoutPrediction``), the ensembles
+table (``ensembles.csv``: ``Ensembles``), the report's gallery (``gallery.npz``: ``Gallery``) and the config as
+written (``config.yaml``: ``RunConfig``)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from bench import atomic
+from bench.errors import BenchError
+from bench.rundir.guard import reading, require
+
+
+@dataclass(frozen=True)
+class ImageSet:
+    """Images with their masks: the development set (``data.npz``, with each image's fold) that every cell trains
+    and validates on, or the locked holdout (``holdout.npz``, no folds). Masks are stored bit-packed."""
+
+    ids: np.ndarray
+    images: np.ndarray  # (N, 101, 101) uint8
+    masks: np.ndarray  # (N, 101, 101) bool
+    folds: np.ndarray | None = None
+
+    def write(self, path: Path) -> None:
+        folds = {} if self.folds is None else {"folds": self.folds.astype(np.int16)}
+        atomic.write_npz(path, ids=np.array(self.ids), images=self.images.astype(np.uint8),
+                         masks=np.packbits(self.masks.astype(bool), axis=-1), **folds)
+
+    @classmethod
+    def read(cls, path: Path, *, folds: bool) -> ImageSet:
+        """The set at ``path``; ``folds``: it must hold each image's fold (the development set)."""
+        what = "development set" if folds else "holdout set"
+        with reading(path, what), np.load(path, allow_pickle=False) as z:
+            require(path, what, z.files, ("ids", "images", "masks", *(("folds",) if folds else ())))
+            images = z["images"]
+            found = cls(z["ids"], images, np.unpackbits(z["masks"], axis=-1, count=images.shape[-1]).astype(bool),
+                        z["folds"] if folds else None)
+        sizes = {len(found.ids), len(found.images), len(found.masks), *(() if found.folds is None else (len(found.folds),))}
+        if len(sizes) != 1:
+            raise BenchError(f"{path}: not a {what} (its arrays hold different numbers of images)")
+        return found
+
+
+@dataclass(frozen=True)
+class HoldoutPrediction:
+    """A holdout prediction on disk: uint8 probability levels per image, the head's probabilities when the models
+    have the head, and the cell hashes of the models behind it (one for a model, the folds' for an ensemble)."""
+
+    ids: np.ndarray
+    probs: np.ndarray
+    cell_hashes: tuple[str, ...]
+    head_probs: np.ndarray | None = None
+
+    def write(self, path: Path) -> None:
+        head = {} if self.head_probs is None else {"head_probs": self.head_probs.astype(np.float32)}
+        atomic.write_npz(path, ids=self.ids, probs=self.probs, cell_hashes=np.array(self.cell_hashes), **head)
+
+    @classmethod
+    def read(cls, path: Path) -> HoldoutPrediction | None:
+        """The prediction at ``path``; None when there is none; an unreadable file is a one-line error."""
+        if not path.is_file():
+            return None
+        remedy = "delete it and run `salt-bench run` again to predict it anew"
+        with reading(path, "holdout prediction", remedy), np.load(path, allow_pickle=False) as z:
+            require(path, "holdout prediction", z.files, ("ids", "probs", "cell_hashes"))
+            found = cls(z["ids"], z["probs"], tuple(str(h) for h in z["cell_hashes"]),
+                        z["head_probs"] if "head_probs" in z.files else None)
+        if len(found.ids) != len(found.probs):
+            raise BenchError(f"{path}: not a holdout prediction ({len(found.ids)} ids, {len(found.probs)} masks); "
+                             + remedy)
+        return found
+
+
+@dataclass(frozen=True)
+class Ensembles:
+    """``ensembles.csv``: ``salt-bench predict --evaluate-oof``'s results, one row per selection (members, TTA), its
+    out-of-fold decision and scores before and after post-processing."""
+
+    table: pd.DataFrame
+
+    COLUMNS = ("members", "tta", "threshold", "min_area", "empty_max_prob", "score_raw", "score_post",
+               "score_crossfit", "n_images")
+
+    def write(self, path: Path) -> None:
+        atomic.write_text(path, self.table.to_csv(index=False))
+
+    @classmethod
+    def read(cls, path: Path) -> Ensembles:
+        with reading(path, "ensembles table"):  # "" is a missing value only where a row may lack one
+            table = pd.read_csv(path, keep_default_na=False, na_values={"empty_max_prob": [""], "score_crossfit": [""]})
+        if tuple(table.columns) != cls.COLUMNS:
+            raise BenchError(f"{path}: unexpected columns {','.join(map(str, table.columns))}, "
+                             f"expected {','.join(cls.COLUMNS)}")
+        return cls(table)
+
+
+@dataclass(frozen=True)
+class Gallery:
+    """``gallery.npz``: the report's example images (the same for every architecture), why each was chosen, its
+    truth, and each architecture's out-of-fold probability levels."""
+
+    ids: np.ndarray
+    labels: np.ndarray
+    images: np.ndarray
+    masks: np.ndarray
+    probs: dict[str, np.ndarray]  # arch -> (n, 101, 101) uint8, in the leaderboard's order
+
+    def write(self, path: Path) -> None:
+        arrays = {f"probs_{a}": p for a, p in self.probs.items()}
+        atomic.write_npz(path, ids=self.ids, labels=self.labels, images=self.images, masks=self.masks,
+                         archs=np.array(list(self.probs)), **arrays)
+
+    @classmethod
+    def read(cls, path: Path) -> Gallery:
+        with reading(path, "gallery"), np.load(path, allow_pickle=False) as z:
+            require(path, "gallery", z.files, ("ids", "labels", "images", "masks"))
+            found = cls(z["ids"], z["labels"], z["images"], z["masks"],
+                        {k[len("probs_"):]: z[k] for k in z.files if k.startswith("probs_")})
+        sizes = {len(found.ids), len(found.labels), len(found.images), len(found.masks), *map(len, found.probs.values())}
+        if len(sizes) != 1:
+            raise BenchError(f"{path}: not a gallery (its arrays hold different numbers of images)")
+        return found
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """``config.yaml``: the run's config as written (every architecture run in it so far); ``RunDir.config`` is the
+    typed config read from it."""
+
+    tree: dict[str, Any]
+
+    def write(self, path: Path) -> None:
+        atomic.write_text(path, yaml.safe_dump(self.tree, sort_keys=False))
+
+    @classmethod
+    def read(cls, path: Path) -> RunConfig:
+        from bench import config as bconfig
+
+        return cls(bconfig.read_yaml(path))
