@@ -10,11 +10,14 @@ prediction is redone only when a model behind it changed (its cell hash).
 """
 from __future__ import annotations
 
+from functools import partial
+from pathlib import Path
+
 import numpy as np
 import torch
 
 from bench.config import Config
-from bench.inference import predict_outputs, quantise
+from bench.inference import ensemble_outputs, quantise
 from bench.rundir import Cell, CellRecord, HoldoutPrediction, RunDir
 from bench.train import DeviceData, load_model
 
@@ -31,6 +34,18 @@ def complete_groups(run: RunDir, n_folds: int) -> dict[tuple[str, int], list[tup
 def _current(path, hashes: list[str]) -> bool:
     found = HoldoutPrediction.read(path)
     return found is not None and list(found.cell_hashes) == hashes
+
+
+def _write(path: Path, ids: np.ndarray, probs: torch.Tensor, hashes: list[str], head: torch.Tensor | None) -> None:
+    head_probs = None if head is None else head.cpu().numpy().astype(np.float32)
+    HoldoutPrediction(ids, quantise(probs), tuple(hashes), head_probs).write(path)
+
+
+def _write_model(run: RunDir, ids: np.ndarray, members: list[tuple[Cell, str]], k: int, probs: torch.Tensor,
+                 head: torch.Tensor | None) -> None:
+    """One fold model's own holdout prediction (``ensemble_outputs`` hands over each model's)."""
+    cell, cell_hash = members[k]
+    _write(run.holdout_model_file(cell), ids, probs, [cell_hash], head)
 
 
 def predict(run: RunDir, cfg: Config, device: torch.device, *, progress: bool = True) -> list[tuple[str, int]]:
@@ -53,19 +68,10 @@ def predict(run: RunDir, cfg: Config, device: torch.device, *, progress: bool = 
     norm = DeviceData.from_arrays(list(dev.ids), dev.images, dev.masks, torch.device("cpu"))
     images = torch.from_numpy(np.ascontiguousarray(held.images, dtype=np.uint8)).unsqueeze(1).to(device)
     for arch, seed, members in stale:
-        total = torch.zeros(images.shape[0], *images.shape[-2:], device=device)
-        head_total: torch.Tensor | None = None  # stays None for models without the head
-        for cell, cell_hash in members:
-            model = load_model(run.cell_dir(cell), device)
-            out = predict_outputs(model, images, cfg.protocol.input, norm.mean, norm.std, tta=True)
-            total += out.masks
-            head = None if out.head is None else out.head.cpu().numpy().astype(np.float32)
-            HoldoutPrediction(held.ids, quantise(out.masks), (cell_hash,), head).write(run.holdout_model_file(cell))
-            if out.head is not None:
-                head_total = out.head if head_total is None else head_total + out.head
-        head = None if head_total is None else (head_total / len(members)).cpu().numpy().astype(np.float32)
-        HoldoutPrediction(held.ids, quantise(total / len(members)), tuple(h for _, h in members),
-                          head).write(run.holdout_probs_file(arch, seed))
+        models = (load_model(run.cell_dir(cell), device) for cell, _ in members)
+        total, head = ensemble_outputs(models, images, cfg.protocol.input, norm.mean, norm.std, tta=True,
+                                       each=partial(_write_model, run, held.ids, members))
+        _write(run.holdout_probs_file(arch, seed), held.ids, total, [h for _, h in members], head)
         if progress:
             print(f"holdout: {arch} seed {seed}: {len(members)} fold models and their ensemble on "
                   f"{len(held.ids)} images")

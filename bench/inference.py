@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import time
 from dataclasses import dataclass
+from typing import Callable, Iterable
 
 import numpy as np
 import torch
@@ -138,3 +139,51 @@ def predict_outputs(
     elapsed = time.perf_counter() - start
     model.train(was_training)
     return Outputs(out, head_out, images.shape[0] / max(elapsed, 1e-9))
+
+
+def ensemble_outputs(
+    models: Iterable[torch.nn.Module],
+    images: torch.Tensor,
+    cfg: InputConfig,
+    mean: float,
+    std: float,
+    *,
+    tta: bool = True,
+    batch_size: int = 64,
+    chunk: int | None = None,
+    each: Callable[[int, torch.Tensor, torch.Tensor | None], None] | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The mean over ``models`` of their mask probabilities (N, 101, 101) and, when every model has the head, of the
+    head's (N,): the fold ensemble behind the holdout's and the test set's predictions, so both average alike.
+
+    Models are used one at a time as ``models`` yields them (a generator loads each when its turn comes);
+    ``each(k, masks, head)`` sees model ``k``'s own probabilities; ``chunk`` images go through ``predict_outputs``
+    at a time (all at once by default), ``progress`` is told how many after each.
+    """
+    n = images.shape[0]
+    step = chunk or max(n, 1)
+    total = torch.zeros(n, *images.shape[-2:], device=images.device)
+    head_total: torch.Tensor | None = torch.zeros(n, device=images.device)
+    count = 0
+    for model in models:
+        masks = torch.empty_like(total)
+        head: torch.Tensor | None = torch.empty(n, device=images.device)
+        for i in range(0, n, step):
+            out = predict_outputs(model, images[i : i + step], cfg, mean, std, batch_size=batch_size, tta=tta)
+            masks[i : i + step] = out.masks
+            if out.head is None:
+                head = None
+            elif head is not None:
+                head[i : i + step] = out.head
+            if progress is not None:
+                progress(out.masks.shape[0])
+        del model
+        if each is not None:
+            each(count, masks, head)
+        total += masks
+        head_total = None if head is None or head_total is None else head_total + head
+        count += 1
+    if count == 0:
+        raise ValueError("ensemble_outputs: no models")
+    return total / count, None if head_total is None else head_total / count

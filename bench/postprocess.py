@@ -136,21 +136,30 @@ def decide(probs: np.ndarray, truth: np.ndarray, threshold: float | None = None,
 
 
 def cross_fitted(probs: np.ndarray, truth: np.ndarray, folds: np.ndarray, *, head_probs: np.ndarray | None = None,
-                 peak: bool = True, thresholds: dict[int, float] | None = None) -> tuple[np.ndarray, dict[int, Decision]]:
-    """Per-image scores when each fold's masks are post-processed as decided (``decide``, same options) on the
-    other folds, and each fold's decision: the estimate of ``decide`` that does not read the images it scores
-    (``score_post`` does). ``thresholds`` (fold -> threshold, already chosen on the other folds) skips the search."""
+                 peak: bool = True, post: bool = True,
+                 thresholds: dict[int, float] | None = None) -> tuple[np.ndarray, dict[int, Decision]]:
+    """Masks (N, H, W) when each fold is post-processed as decided (``decide``, same options) on the other folds,
+    and each fold's decision: the estimate of ``decide`` that does not read the images it scores (``score_post``
+    does). Without ``post`` only the threshold is chosen; ``thresholds`` (fold -> threshold, already chosen on the
+    other folds) skips the search. A fold with no other fold to decide on keeps 0.5 and no post-processing."""
     folds = np.asarray(folds)
     head = _head(head_probs, len(folds))
-    scores = np.empty(len(folds))
+    masks = np.zeros(np.shape(truth), dtype=bool)
     decisions = {}
     for f in np.unique(folds):
-        here = folds == f
-        other = None if head is None else head[~here]
+        here, other = folds == f, folds != f
         given = None if thresholds is None else thresholds[int(f)]
-        decisions[int(f)] = decide(probs[~here], truth[~here], given, head_probs=other, peak=peak)
-        scores[here] = tgs_precision(truth[here], apply(probs[here], decisions[int(f)], None if head is None else head[here]))
-    return scores, decisions
+        if not other.any():
+            decision = Decision(0.5, 0, None, np.nan, np.nan, np.nan)
+        elif post:
+            decision = decide(probs[other], truth[other], given, head_probs=None if head is None else head[other],
+                              peak=peak)
+        else:
+            threshold, score = best_threshold(probs[other], truth[other]) if given is None else (given, np.nan)
+            decision = Decision(float(threshold), 0, None, score, score, score)
+        decisions[int(f)] = decision
+        masks[here] = apply(probs[here], decision, None if head is None else head[here])
+    return masks, decisions
 
 
 def cross_fitted_score(probs: np.ndarray, truth: np.ndarray, folds: np.ndarray, *,
@@ -158,4 +167,4 @@ def cross_fitted_score(probs: np.ndarray, truth: np.ndarray, folds: np.ndarray, 
     """The mean of ``cross_fitted``; NaN with fewer than two folds (no other fold to decide on)."""
     if np.unique(np.asarray(folds)).size < 2:
         return float("nan")
-    return float(cross_fitted(probs, truth, folds, head_probs=head_probs)[0].mean())
+    return float(tgs_precision(truth, cross_fitted(probs, truth, folds, head_probs=head_probs)[0]).mean())

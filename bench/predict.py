@@ -27,8 +27,8 @@ from bench.config import Config
 from bench.data import source, tgs
 from bench.data.rle import rle_encode
 from bench.errors import BenchError
-from bench.inference import predict_outputs, quantise
-from bench.rundir import METRICS, MODEL, OOF, Cell, CellRecord, Ensembles, OofPrediction, RunDir, read_weights
+from bench.inference import ensemble_outputs, quantise
+from bench.rundir import METRICS, MODEL, OOF, Cell, CellRecord, Ensembles, RunDir, read_weights
 from bench.train import DeviceData, load_model
 
 _CHUNK = 1024  # test images per predict_outputs call: the progress bar's step
@@ -112,46 +112,44 @@ def _round_levels(levels_mean: np.ndarray) -> np.ndarray:
     return np.clip(np.round(levels_mean), 0, 255).astype(np.uint8)
 
 
-def oof_probs(cells: dict[str, list[Path]], ids: np.ndarray, tta: str) -> np.ndarray:
-    """Pooled OOF probability levels (N, 101, 101) uint8 in ``ids`` order: mean over seeds, then members."""
-    return _round_levels(_pooled_mean(cells, ids, tta == "flip", head=False))
-
-
-def oof_head_probs(cells: dict[str, list[Path]], ids: np.ndarray, tta: str) -> np.ndarray | None:
-    """Pooled OOF head probabilities (N,) in ``ids`` order, averaged like ``oof_probs``; None for cells without the head."""
-    if OofPrediction.read(next(iter(cells.values()))[0] / OOF).head_probs is None:
-        return None
-    return _pooled_mean(cells, ids, tta == "flip", head=True)
-
-
-def _pooled_mean(cells: dict[str, list[Path]], ids: np.ndarray, tta: bool, *, head: bool) -> np.ndarray:
-    """The mean over seeds, then members, of the cells' out-of-fold masks (or head) probabilities with or without
-    TTA, in ``ids`` order (float32)."""
+def oof_mean(cells: dict[str, list[Path]], ids: np.ndarray, tta: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """Pooled OOF probability levels (N, 101, 101) uint8 and head probabilities (N,) (None for cells without the
+    head) in ``ids`` order: the mean over seeds, then members, of the cells' out-of-fold predictions
+    (``results.pool_oof``), with or without flip TTA."""
     index = {str(i): k for k, i in enumerate(ids)}
+    flip = tta == "flip"
     total: np.ndarray | None = None
+    head_total: np.ndarray | None = None
+    first_head: bool | None = None
     for dirs in cells.values():
-        member: np.ndarray | None = None
-        seen = np.zeros(len(ids), np.int64)
-        for cell in dirs:
-            oof = OofPrediction.read(cell / OOF)
-            values = oof.select(tta, head)
-            if values is None:
-                raise BenchError(f"{cell / OOF}: has no head probabilities (a cell without the empty-vs-salt head "
-                                 "among cells with it?)")
-            unknown = [str(i) for i in oof.ids if str(i) not in index]
-            if unknown:
-                raise BenchError(f"{cell / OOF}: id {unknown[0]} is not in the run's data.npz")
-            rows = np.array([index[str(i)] for i in oof.ids], dtype=np.int64)
-            if member is None:
-                member = np.zeros((len(ids), *values.shape[1:]), np.float32)
-            member[rows] += values
-            seen[rows] += 1
-        if member is None or seen.min() == 0 or seen.min() != seen.max():
+        pooled = results.pool_oof(dirs, index)
+        seen = np.bincount(pooled.rows, minlength=len(ids))
+        if seen.min() == 0 or seen.min() != seen.max():
             raise BenchError(f"{dirs[0].parent}: out-of-fold predictions do not cover every train image "
                              "of the run's data.npz equally often (once per seed)")
-        member /= seen[0]
+        if first_head is None:
+            first_head = pooled.head is not None
+        elif (pooled.head is not None) != first_head:
+            raise BenchError(f"{dirs[0] / OOF}: {'has' if pooled.head is not None else 'lacks'} the empty-vs-salt "
+                             f"head's probabilities, unlike {next(iter(cells.values()))[0] / OOF}")
+        member = _seed_mean(pooled.rows, pooled.select(flip, head=False), len(ids), seen[0])
         total = member if total is None else total + member
-    return total / len(cells)
+        if first_head:
+            member_head = _seed_mean(pooled.rows, pooled.select(flip, head=True), len(ids), seen[0])
+            head_total = member_head if head_total is None else head_total + member_head
+    return _round_levels(total / len(cells)), None if head_total is None else head_total / len(cells)
+
+
+def _seed_mean(rows: np.ndarray, values: np.ndarray, n: int, per_image: int) -> np.ndarray:
+    """Per image of ``n`` (each in ``rows`` exactly ``per_image`` times), the mean (float32) of its predictions,
+    added in the order pooled (seed order)."""
+    # the stable sort keeps each image's predictions in pooled order: column j holds every image's j-th
+    occurrence = np.argsort(rows, kind="stable").reshape(n, per_image)
+    member = np.zeros((n, *values.shape[1:]), np.float32)
+    for j in range(per_image):
+        member += values[occurrence[:, j]]
+    member /= per_image
+    return member
 
 
 def load_test_set(cfg: Config) -> tuple[list[str], np.ndarray]:
@@ -165,33 +163,25 @@ def load_test_set(cfg: Config) -> tuple[list[str], np.ndarray]:
 
 
 def predict_test(cfg: Config, cells: dict[str, list[Path]], images: np.ndarray, mean: float, std: float,
-               device: torch.device, tta: str, *, progress: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
-    """Test probability levels (N, 101, 101) uint8 and head probabilities (N,) (None without the head): mean over
-    each member's fold/seed models, then members."""
+                 device: torch.device, tta: str, *, progress: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+    """Test probability levels (N, 101, 101) uint8 and head probabilities (N,) (None without the head): the mean over
+    each member's fold/seed models (``inference.ensemble_outputs``), then over members."""
     from tqdm.auto import tqdm
 
     x = torch.from_numpy(np.ascontiguousarray(images, dtype=np.uint8)).unsqueeze(1).to(device)
     n_models = sum(len(d) for d in cells.values())
-    total = torch.zeros(x.shape[0], *x.shape[-2:], device=device)
-    head_total = torch.zeros(x.shape[0], device=device)
+    total: torch.Tensor | None = None
+    head_total: torch.Tensor | None = None
     has_head = True
     with tqdm(total=n_models * x.shape[0], desc="predict", unit="img", disable=not progress) as bar:
         for dirs in cells.values():
-            member = torch.zeros_like(total)
-            head_member = torch.zeros_like(head_total)
-            for cell in dirs:
-                model = load_model(cell, device)
-                for i in range(0, x.shape[0], _CHUNK):
-                    out = predict_outputs(model, x[i:i + _CHUNK], cfg.protocol.input, mean, std,
-                                          batch_size=_BATCH, tta=tta == "flip")
-                    member[i:i + _CHUNK] += out.masks
-                    has_head = has_head and out.head is not None
-                    if out.head is not None:
-                        head_member[i:i + _CHUNK] += out.head
-                    bar.update(out.masks.shape[0])
-                del model
-            total += member / len(dirs)
-            head_total += head_member / len(dirs)
+            models = (load_model(cell, device) for cell in dirs)
+            member, head = ensemble_outputs(models, x, cfg.protocol.input, mean, std, tta=tta == "flip",
+                                            batch_size=_BATCH, chunk=_CHUNK, progress=bar.update)
+            total = member if total is None else total + member
+            has_head = has_head and head is not None
+            if has_head:
+                head_total = head if head_total is None else head_total + head
     head = (head_total / len(cells)).cpu().numpy() if has_head else None
     return quantise(total / len(cells)), head
 
@@ -261,8 +251,7 @@ def predict(run_dir: Path, *, arch: str | None = None, ensemble: list[str] | Non
     data = run.load_data()
     test = None if evaluate_oof else load_test_set(cfg)  # before anything is written: its errors come first
     device = runtime.setup(cfg)
-    levels = oof_probs(cells, data.ids, sel.tta)
-    head = oof_head_probs(cells, data.ids, sel.tta)
+    levels, head = oof_mean(cells, data.ids, sel.tta)
     decision = postprocess.decide(levels, data.masks, head_probs=head)
     record_decision(run, cfg, sel, decision, len(data.ids))
     print(_describe(sel, decision))

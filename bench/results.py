@@ -10,7 +10,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
@@ -19,29 +19,55 @@ from bench import atomic, classifier, postprocess, stats
 from bench.data.folds import N_CLASSES, coverage_class
 from bench.errors import BenchError
 from bench.identity import environment
-from bench.metrics import all_empty_scores, best_threshold, binarise, dice, iou, tgs_precision
+from bench.metrics import all_empty_scores, binarise, dice, iou, tgs_precision
 from bench.rundir import OOF, Cell, Gallery, HoldoutPrediction, ImageSet, OofPrediction, RunDir
 
 
-def _pooled(run: RunDir, arch: str, seed: int, cells: pd.DataFrame, index: dict[str, int]) -> dict[str, np.ndarray]:
-    """Pooled out-of-fold uint8 probabilities of one (arch, seed) over its finished folds, and the head's
-    probabilities (``head``) when the cells have the head."""
-    parts: dict[str, list[np.ndarray]] = {"rows": [], "probs": [], "probs_no_tta": [], "head": []}
-    for fold in sorted(cells["fold"]):
-        path = run.cell_dir(Cell(arch, int(fold), int(seed))) / OOF
+@dataclass(frozen=True)
+class PooledOof:
+    """Out-of-fold predictions of some cells, concatenated in the order the cells were given."""
+
+    rows: np.ndarray  # each prediction's image: its row in the run's data.npz
+    probs: np.ndarray  # uint8 levels, flip TTA
+    probs_no_tta: np.ndarray
+    head: np.ndarray | None  # the empty-vs-salt head's probabilities, flip TTA; None for cells without the head
+    head_no_tta: np.ndarray | None
+
+    def select(self, tta: bool, head: bool) -> np.ndarray | None:
+        """The masks' (or the head's) probabilities with or without flip TTA."""
+        if head:
+            return self.head if tta else self.head_no_tta
+        return self.probs if tta else self.probs_no_tta
+
+
+def pool_oof(cell_dirs: Sequence[Path], index: dict[str, int]) -> PooledOof:
+    """The cells' ``oof.npz`` concatenated: the one pooling of out-of-fold predictions, for the leaderboard (the
+    folds of one (arch, seed)) and for ``salt-bench predict`` (every cell of an architecture). ``index`` maps the
+    run's ``data.npz`` ids to rows; an unknown id, or the head in some cells and not in others, names the file."""
+    parts: dict[str, list[np.ndarray]] = {"rows": [], "probs": [], "probs_no_tta": [], "head": [], "head_no_tta": []}
+    first_head: bool | None = None
+    for cell in cell_dirs:
+        path = cell / OOF
         oof = OofPrediction.read(path)
         unknown = [str(i) for i in oof.ids if str(i) not in index]
         if unknown:
             raise BenchError(f"{path}: id {unknown[0]} is not in the run's data.npz")
-        parts["rows"].append(np.array([index[str(i)] for i in oof.ids]))
+        has_head = oof.head_probs is not None
+        if first_head is None:
+            first_head = has_head
+        elif has_head != first_head:
+            raise BenchError(f"{path}: {'has' if has_head else 'lacks'} the empty-vs-salt head's probabilities, "
+                             f"unlike {cell_dirs[0] / OOF}")
+        parts["rows"].append(np.array([index[str(i)] for i in oof.ids], dtype=np.int64))
         parts["probs"].append(oof.probs)
         parts["probs_no_tta"].append(oof.probs_no_tta)
-        if oof.head_probs is not None:
+        if has_head:
             parts["head"].append(oof.head_probs)
-    if len(parts["head"]) not in (0, len(parts["rows"])):
-        raise BenchError(f"{run.cells_dir / arch}: some folds of seed {seed} have the empty-vs-salt head's "
-                         "probabilities and some do not")
-    return {k: np.concatenate(v) for k, v in parts.items() if v}
+            parts["head_no_tta"].append(oof.head_probs_no_tta)
+    joined = {k: np.concatenate(v) if v else None for k, v in parts.items()}
+    if joined["rows"] is None:
+        raise ValueError("pool_oof: no cells given")
+    return PooledOof(**joined)
 
 
 @dataclass
@@ -59,17 +85,6 @@ class _Group:
     rows: np.ndarray
     hashes: dict[str, str]  # "arch/fold<k>-seed<s>" -> the cell hash the tables were built from
     classifier: list[dict[str, Any]]  # classifier.csv rows (OOF, holdout) of a run with the head; [] without
-
-
-def _cross_fitted(probs: np.ndarray, truth: np.ndarray, folds: np.ndarray) -> tuple[np.ndarray, dict[int, float]]:
-    """Masks of each fold at the threshold chosen on the other folds' pooled OOF; 0.5 when no other fold is done."""
-    pred = np.zeros(truth.shape, dtype=bool)
-    chosen = {}
-    for f in np.unique(folds):
-        here = folds == f
-        chosen[int(f)] = best_threshold(probs[~here], truth[~here])[0] if (~here).any() else 0.5
-        pred[here] = binarise(probs[here], chosen[int(f)])
-    return pred, chosen
 
 
 def _image_frame(ids: np.ndarray, fold: int | np.ndarray, truth: np.ndarray, pred: np.ndarray,
@@ -90,23 +105,22 @@ def _holdout_prediction(path: Path, held: ImageSet, hashes: list[str]) -> Holdou
 
 def _score_group(run: RunDir, arch: str, seed: int, group: pd.DataFrame, data: ImageSet, index: dict[str, int],
                  classes: np.ndarray, held: ImageSet | None) -> _Group:
-    pooled = _pooled(run, arch, seed, group, index)
-    rows = pooled["rows"]
+    ordered = group.sort_values("fold")
+    pooled = pool_oof([run.cell_dir(Cell(arch, int(f), int(seed))) for f in ordered["fold"]], index)
+    rows, head = pooled.rows, pooled.head
     truth, folds = data.masks[rows], data.folds[rows]
-    pred, thresholds = _cross_fitted(pooled["probs"], truth, folds)
-    pred_plain, _ = _cross_fitted(pooled["probs_no_tta"], truth, folds)
-    head = pooled.get("head")
+    pred, chosen = postprocess.cross_fitted(pooled.probs, truth, folds, post=False)
+    thresholds = {f: d.threshold for f, d in chosen.items()}
+    pred_plain, _ = postprocess.cross_fitted(pooled.probs_no_tta, truth, folds, post=False)
     # chosen on this group's pooled OOF: applied to every holdout prediction of this (arch, seed), never scored here
-    decision = postprocess.decide(pooled["probs"], truth, head_probs=head)
+    decision = postprocess.decide(pooled.probs, truth, head_probs=head)
     # the holdout models' single-model pipeline, cross-fitted: each fold decided on the other folds
-    crossfit = np.unique(folds).size > 1
-    single = postprocess.cross_fitted(pooled["probs"], truth, folds, head_probs=head, thresholds=thresholds)[0] \
-        if crossfit else tgs_precision(truth, pred)
+    single = tgs_precision(truth, postprocess.cross_fitted(pooled.probs, truth, folds, head_probs=head,
+                                                           thresholds=thresholds)[0])
     scores = tgs_precision(truth, pred)
     per_fold = pd.Series(single).groupby(folds).mean()
     empty_truth, empty_pred = ~truth.any(axis=(1, 2)), ~pred.any(axis=(1, 2))
     cls = classes[rows]
-    ordered = group.sort_values("fold")
     hashes = {f"{arch}/fold{int(f)}-seed{seed}": str(h) for f, h in zip(ordered["fold"], ordered["cell_hash"])}
     row = {
         "arch": arch, "seed": seed, "encoder": group["encoder"].iloc[0], "recipe": group["recipe"].iloc[0],
@@ -166,8 +180,8 @@ def _score_group(run: RunDir, arch: str, seed: int, group: pd.DataFrame, data: I
     records = []
     if head is not None:
         held_split = None if held_probs is None else (held_probs["probs"], held_probs["head_probs"], held.masks)
-        records = _classifier_rows(arch, seed, pooled["probs"], head, truth, folds, thresholds, decision, held_split)
-    return _Group(arch, seed, row, oof, holdout, ensemble, pooled["probs"], rows, hashes, records)
+        records = _classifier_rows(arch, seed, pooled.probs, head, truth, folds, thresholds, decision, held_split)
+    return _Group(arch, seed, row, oof, holdout, ensemble, pooled.probs, rows, hashes, records)
 
 
 #: the image-level empty cuts weighed against each other in classifier.csv: (column, the peak-probability cut is a
@@ -198,9 +212,9 @@ def _classifier_rows(arch: str, seed: int, probs: np.ndarray, head: np.ndarray, 
     for column, peak, use_head in CUTS:
         given = head if use_head else None
         if crossfit:
-            scores, decisions = postprocess.cross_fitted(probs, truth, folds, head_probs=given, peak=peak,
-                                                         thresholds=thresholds)
-            cut_scores["oof"][column] = float(scores.mean())
+            masks, decisions = postprocess.cross_fitted(probs, truth, folds, head_probs=given, peak=peak,
+                                                        thresholds=thresholds)
+            cut_scores["oof"][column] = float(tgs_precision(truth, masks).mean())
             if peak and use_head:
                 fold_cuts = " ".join(_cut(decisions[f].head_cut) for f in sorted(decisions))
         else:
@@ -479,17 +493,26 @@ def _fresh(run: RunDir) -> bool:
     return True
 
 
+def read_current(run_dir: Path | RunDir) -> tuple[pd.DataFrame, pd.DataFrame] | None:
+    """The leaderboard and per-image tables as the run directory holds them, when the last aggregation is current
+    (``_fresh``); None when it is missing or stale. Reads only: a reader (the report) never aggregates."""
+    run = RunDir(run_dir)
+    if not _fresh(run):
+        return None
+    board = pd.read_csv(run.leaderboard_file, dtype={"arch": str, "encoder": str, **DECISION_DTYPES}, **CSV_OPTIONS)
+    per_image = pd.read_csv(run.per_image_file, dtype={"id": str, "arch": str}, **CSV_OPTIONS)
+    return board, per_image
+
+
 def current(run_dir: Path | RunDir) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The leaderboard and per-image tables of a run with finished cells as of now: read from the run directory
-    when the last aggregation is current, else aggregated again (a partial or resumed run is never stale)."""
+    when the last aggregation is current, else aggregated again (a partial or resumed run is never stale). For the
+    commands that need them current (``report``, ``compare``)."""
     run = RunDir(run_dir)
     if not run.data_file.is_file():
         raise BenchError(f"{run.data_file}: missing, but the run has finished cells")
-    if _fresh(run):
-        board = pd.read_csv(run.leaderboard_file, dtype={"arch": str, "encoder": str, **DECISION_DTYPES}, **CSV_OPTIONS)
-        per_image = pd.read_csv(run.per_image_file, dtype={"id": str, "arch": str}, **CSV_OPTIONS)
-        return board, per_image
-    return aggregate(run)
+    tables = read_current(run)
+    return tables if tables is not None else aggregate(run)
 
 
 DECISION_DTYPES = {c: str for c in ("threshold", "min_area", "empty_max_prob", "head_cut", "verdict", "recipe", "tuned")}
@@ -511,39 +534,3 @@ def ranked_baseline(manifest: dict[str, Any]) -> float | None:
     if not manifest:
         return None
     return manifest.get("all_empty_holdout" if manifest.get("score_source") == "holdout" else "all_empty_oof")
-
-
-def format_leaderboard(board: pd.DataFrame, manifest: dict[str, Any] | None = None) -> str:
-    """The console table: the ranked score with its interval, the claims, the verdict, then what it cost."""
-    cols = ["rank", "arch", "score", "ci", "ensemble_score", "oof_score", "p_best", "rank_lo", "rank_hi", "verdict",
-            "recipe", "epochs", "params", "train_pflop", "train_images_per_s"]
-    view = board.assign(ci=[_interval(lo, hi) for lo, hi in zip(board["ci_lo"], board["ci_hi"])])
-    view = view[[c for c in cols if c in view]].copy()
-    view["params"] = (view["params"] / 1e6).map("{:.2f}M".format)
-    view["epochs"] = [f"{e:.0f}" if e == e else "-" for e in view["epochs"]]
-    view["train_pflop"] = [f"{f:.3g}" if f == f else "-" for f in view["train_pflop"]]
-    view["rank"] = [_interval(lo, hi, "{:.0f}") for lo, hi in zip(board["rank_lo"], board["rank_hi"])]
-    view["p_best"] = [f"{p:.2f}" if p == p else "-" for p in board["p_best"]]
-    view = view.drop(columns=["rank_lo", "rank_hi"]).rename(
-        columns={"rank": "rank (95%)", "train_images_per_s": "img/s", "ci": "95% CI", "ensemble_score": "ensemble"})
-    text = view.to_string(index=False, float_format=lambda v: f"{v:.4f}", na_rep="-")
-    if manifest:
-        source = manifest["score_source"]
-        unit = "trained model" if manifest.get("replicate") == "model" else "seed's cross-fitted prediction"
-        text += (f"\nscore = expected {'locked-holdout' if source == 'holdout' else 'cross-fitted out-of-fold'} TGS "
-                 f"score of one model trained by the protocol: the mean over {manifest['n_models']} replicates (each "
-                 f"a {unit}) on {manifest['n_ranked_images']} images; intervals count training noise and images")
-        if manifest.get("seeds_to_resolve"):
-            text += (f"\nthe top two are not separated; about {manifest['seeds_to_resolve']} seed(s) would resolve "
-                     "their observed gap (from the measured variance components)")
-        text += f"\nall-empty baseline (predict no salt anywhere) on those images: {ranked_baseline(manifest):.4f}"
-        if manifest.get("mixed_environments"):
-            text += "\nwarning: cells ran in different environments (--allow-mixed): " + "; ".join(
-                json.dumps(e, sort_keys=True) for e in manifest["environments"])
-    return text
-
-
-def _interval(lo: float, hi: float, fmt: str = "{:.4f}") -> str:
-    if lo != lo or hi != hi:
-        return "-"
-    return fmt.format(lo) if fmt.format(lo) == fmt.format(hi) else f"{fmt.format(lo)}-{fmt.format(hi)}"

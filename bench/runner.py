@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from bench import atomic, holdout, identity, results, runtime
+from bench import atomic, console, holdout, identity, results, runtime
 from bench import config as bconfig
 from bench.config import Config, protocol_dict, protocol_hash
 from bench.data import folds as bfolds
@@ -162,7 +162,7 @@ def run_command(config_paths: list[str] | None, overrides: list[str], *, out: Pa
     board = run(cfg, run_dir, archs=archs, folds=folds, progress=True, executor=executor,
                 executor_options=executor_options, allow_mixed=allow_mixed)
     print(f"\nleaderboard ({run_dir.leaderboard_file}):")
-    print(results.format_leaderboard(board, atomic.read_json(run_dir.aggregate_file)))
+    print(console.format_leaderboard(board, atomic.read_json(run_dir.aggregate_file)))
     print(f"wall time {time.perf_counter() - t0:.0f} s")
     if report:
         from bench.report import build

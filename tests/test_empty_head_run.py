@@ -203,7 +203,7 @@ def test_the_oof_chosen_head_cut_never_lowers_the_oof_score(case) -> None:
     if with_head.head_cut is None:
         assert with_head.score_post == without.score_post
 
-    scores, decisions = postprocess.cross_fitted(levels, truth, folds, head_probs=head)
+    masks, decisions = postprocess.cross_fitted(levels, truth, folds, head_probs=head)
     for f, decision in decisions.items():
         chosen_on = folds != f
         uncut = dataclasses.replace(decision, head_cut=None)
@@ -211,7 +211,7 @@ def test_the_oof_chosen_head_cut_never_lowers_the_oof_score(case) -> None:
         assert kept >= tgs_precision(truth[chosen_on], postprocess.apply(levels[chosen_on], uncut)).mean() - 1e-12
         assert decision == postprocess.decide(levels[chosen_on], truth[chosen_on], head_probs=head[chosen_on])
         here = folds == f
-        assert scores[here] == pytest.approx(tgs_precision(truth[here], postprocess.apply(levels[here], decision, head[here])))
+        np.testing.assert_array_equal(masks[here], postprocess.apply(levels[here], decision, head[here]))
 
 
 def test_a_head_that_knows_the_empty_images_is_cut_at_its_gap() -> None:
@@ -261,7 +261,7 @@ def _pooled(run: Path, arch: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 def _oof_head(run: Path, arch: str) -> np.ndarray:
     """The head's pooled OOF probabilities in data.npz order (what ``salt-bench predict`` decides on)."""
     cells = {arch: sorted((run / "cells" / arch).iterdir())}
-    return predict.oof_head_probs(cells, RunDir(run).load_data().ids, "flip")
+    return predict.oof_mean(cells, RunDir(run).load_data().ids, "flip")[1]
 
 
 def test_a_run_with_the_head_writes_its_artefacts(runs: dict[str, Path]) -> None:
@@ -325,12 +325,13 @@ def test_predict_uses_and_records_the_heads_cut(runs: dict[str, Path], tiny_data
     predict.predict(run, arch="unet", evaluate_oof=True)
     entry = read_json(run / "postprocess.json")["unet@flip"]
     cells = {"unet": sorted((run / "cells" / "unet").iterdir())}
-    levels = predict.oof_probs(cells, RunDir(run).load_data().ids, "flip")
+    levels, _ = predict.oof_mean(cells, RunDir(run).load_data().ids, "flip")
     expected = postprocess.decide(levels, RunDir(run).load_data().masks, head_probs=_oof_head(run, "unet"))
     assert entry["head_cut"] == expected.head_cut and entry["score_post"] == pytest.approx(expected.score_post)
     path = predict.predict(run, arch="linknet", tta="none", out=tmp_path / "submission.csv")
     assert len(pd.read_csv(path)) == len(tgs.load(tiny_dataset).test_ids())
-    assert predict.oof_head_probs({"unet": [runs["without"] / "cells" / "unet" / "fold0-seed0"]}, np.array([]), "flip") is None
+    without = {"unet": sorted((runs["without"] / "cells" / "unet").iterdir())}
+    assert predict.oof_mean(without, RunDir(runs["without"]).load_data().ids, "flip")[1] is None
 
 
 def test_the_report_has_the_head_section(runs: dict[str, Path], tmp_path: Path) -> None:

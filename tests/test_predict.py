@@ -218,7 +218,7 @@ def test_run_decision_is_recorded_and_matches_the_leaderboard(tiny_run: Path, tm
     data = RunDir(run_dir).load_data()
     cells = predict.cell_dirs(RunDir(run_dir), RunDir(run_dir).config(), predict.Selection(("unet",), "flip"),
                               need_models=False)
-    levels = predict.oof_probs(cells, data.ids, "flip")
+    levels, _ = predict.oof_mean(cells, data.ids, "flip")
     decision = Decision(**{k: entry[k] for k in DECISION_FIELDS})
     rescored = tgs_score(data.masks, postprocess.apply(levels, decision))
     assert rescored == pytest.approx(entry["score_post"], abs=1e-12)
@@ -234,8 +234,8 @@ def test_ensemble_predicts_and_is_evaluated_on_oof(tiny_run: Path, tiny_dataset:
 
     data = RunDir(run_dir).load_data()
     cfg = RunDir(run_dir).config()
-    member = {a: predict.oof_probs(predict.cell_dirs(RunDir(run_dir), cfg, predict.Selection((a,), "none"), need_models=False),
-                                   data.ids, "none").astype(np.float64) for a in ("unet", "linknet")}
+    member = {a: predict.oof_mean(predict.cell_dirs(RunDir(run_dir), cfg, predict.Selection((a,), "none"), need_models=False),
+                                  data.ids, "none")[0].astype(np.float64) for a in ("unet", "linknet")}
     mean_levels = np.round((member["unet"] + member["linknet"]) / 2).astype(np.uint8)
     entry = read_json(run_dir / "postprocess.json")["linknet+unet@none"]
     assert entry["threshold"] == best_threshold(mean_levels, data.masks)[0]

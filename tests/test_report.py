@@ -198,6 +198,36 @@ def test_incomplete_architecture_listed_with_what_it_lacks(run_dir: Path, tmp_pa
     assert "linknet" not in _answer(html)
 
 
+def _snapshot(root: Path) -> dict[str, tuple[int, bytes]]:
+    return {str(f.relative_to(root)): (f.stat().st_mtime_ns, f.read_bytes()) for f in root.rglob("*") if f.is_file()}
+
+
+def test_the_loader_only_reads_and_the_report_command_refreshes_a_stale_run(run_dir: Path, tmp_path: Path) -> None:
+    """A run with a fold removed after its aggregation: loading it writes nothing (it says how to bring it up to
+    date); ``build_report`` (``salt-bench report``) aggregates it again, then the loader reads the new tables."""
+    from bench.report.load import load_run
+
+    part = _copy(run_dir, tmp_path / "stale")
+    shutil.rmtree(part / "cells" / "linknet" / "fold1-seed0")
+    before = _snapshot(part)
+    with pytest.raises(BenchError, match=r"aggregate\.json: missing or older than the run's finished cells; "
+                                         r"`salt-bench report .*stale` aggregates the run again"):
+        load_run(part)
+    assert _snapshot(part) == before
+    (part / "aggregate.json").unlink()
+    before = _snapshot(part)
+    with pytest.raises(BenchError, match=r"aggregate\.json: missing or older"):
+        load_run(part)
+    assert _snapshot(part) == before
+
+    build_report(part, tmp_path / "stale.html")
+    after = _snapshot(part)
+    assert after["leaderboard.csv"] != before["leaderboard.csv"] and "aggregate.json" in after
+    board = load_run(part).board.set_index("arch")
+    assert board.loc["linknet", "verdict"] == "incomplete: fold1-seed0 not trained"
+    assert _snapshot(part) == after, "a current run is read as it is"
+
+
 def test_run_without_finished_cells(run_dir: Path, tmp_path: Path) -> None:
     empty = _copy(run_dir, tmp_path / "empty")
     shutil.rmtree(empty / "cells")

@@ -12,7 +12,7 @@ import pandas as pd
 import yaml
 from markupsafe import Markup
 
-from bench import atomic
+from bench import atomic, results
 from bench.report import gallery, plots, tables, tuning
 from bench.report.load import RunData, load_run
 from bench.rundir import Ensembles, RunDir
@@ -179,7 +179,10 @@ def render(run: RunData) -> str:
 
 
 def build_report(run_dir: Path, out: Path | None = None) -> Path:
-    """Write the report of ``run_dir`` (default ``<run_dir>/report.html``) atomically; return its path."""
+    """``salt-bench report``: bring the run's aggregation up to date with its finished cells (the loader only
+    reads), then write the report of ``run_dir`` (default ``<run_dir>/report.html``) atomically; return its path."""
+    if RunDir(run_dir).protocol_file.is_file() and RunDir(run_dir).done_cells():
+        results.current(run_dir)
     run = load_run(Path(run_dir))
     path = Path(out) if out is not None else RunDir(run_dir).report_file
     return atomic.write_text(path, render(run))

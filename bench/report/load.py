@@ -1,8 +1,8 @@
 """Read one run directory into the tables the report shows; the report reads nothing else.
 
-The leaderboard, per-image scores and gallery are taken from the run directory when they are at least
-as new as every finished cell, and rebuilt with ``bench.results.aggregate`` otherwise (``results.current``:
-a report of a partial or resumed run is never stale).
+The loader only reads: the leaderboard, per-image scores and gallery must be those of the run's finished cells as
+they are now (``bench.results.read_current``). Bringing a stale run up to date is the command's job
+(``build.build_report`` aggregates first), never the loader's.
 """
 from __future__ import annotations
 
@@ -135,6 +135,15 @@ def _missing(config: dict[str, Any], proto: dict[str, Any], cells: pd.DataFrame)
     return [c for c in grid if c not in done], len(grid)
 
 
+def _tables(run: RunDir) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The run's current leaderboard and per-image tables; a missing or stale aggregation is a one-line error."""
+    tables = results.read_current(run)
+    if tables is None:
+        raise BenchError(f"{run.aggregate_file}: missing or older than the run's finished cells; "
+                         f"`salt-bench report {run.path}` aggregates the run again, then reports")
+    return tables
+
+
 def load_run(run_dir: Path | RunDir) -> RunData:
     """Parse a run directory; a directory that is not a run is a one-line ``BenchError``."""
     run = RunDir(run_dir)
@@ -147,7 +156,7 @@ def load_run(run_dir: Path | RunDir) -> RunData:
     splits = _read_json(run.splits_file, "fold split")
     splits.pop("folds", None)
     cells = run.metrics_table()
-    board, per_image = results.current(run) if not cells.empty else (pd.DataFrame(), pd.DataFrame())
+    board, per_image = _tables(run) if not cells.empty else (pd.DataFrame(), pd.DataFrame())
     record = protocol.get("protocol") or {}
     missing, expected = _missing(config, record.get("protocol") or {}, cells)
     data = RunData(
