@@ -160,7 +160,7 @@ def test_equal_epochs_report_says_so(tiny_dataset: Path, tmp_path: Path) -> None
 def test_a_tuning_trial_trains_at_the_budget_under_its_own_settings() -> None:
     """A trial that widens UNet's decoder costs more per epoch, so it gets fewer epochs (``cost.rederive``); the
     other architectures keep theirs."""
-    from bench.tune_space import with_arch
+    from bench.tune.space import with_arch
 
     resolved = cost.resolve(_budget("{train_flops: 1.0e14}"), N_DEV)
     wider = with_arch(resolved, "unet", {"decoder_channels": [256, 128, 64, 32, 16]}, "trial 0")

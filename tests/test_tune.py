@@ -23,7 +23,7 @@ from bench.data import source
 from bench.errors import BenchError
 from bench.rundir import Cell
 from bench.train import DeviceData
-from bench.tune_space import load_space
+from bench.tune.space import load_space
 from tests.conftest import tiny_overrides
 
 QUICK = config.CONFIG_DIR / "quick.yaml"
