@@ -14,6 +14,7 @@ import json
 import shlex
 import shutil
 import sys
+import time
 import traceback
 import warnings
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ from bench import config as bconfig
 from bench.config import Config, protocol_hash
 from bench.errors import BenchError, summary
 from bench.metrics import all_empty_scores
+from bench.progress import trial_progress
 from bench.redact import mask_url
 from bench.rundir import CHECKPOINT, METRICS, MODEL, Cell, CellRecord, RunDir
 from bench.train import DeviceData, train_cell
@@ -255,11 +257,12 @@ def tune_arch(cfg: Config, arch: str, space: Space, *, run_dir: Path, data: Devi
     _check_study(study, _signature(cfg, arch, cells), mask_url(url))
     best_path = tuning / f"{study_name}.best.yaml"
     paths, sets = config_paths or ["<config>"], overrides or []
-    added = [0]
+    added, started = [0], time.monotonic()
 
     def on_trial_end(study: optuna.Study, trial: FrozenTrial) -> None:
         added[0] += 1
-        print(trial_line(trial), flush=True)
+        print(f"{trial_line(trial)}  {trial_progress(added[0], n_trials, timeout, time.monotonic() - started)}",
+              flush=True)
         if trial.state == TrialState.COMPLETE and study.best_trial.number == trial.number:
             write_best(study, arch, best_path, cfg, paths, sets, cells, run_dir)
 
