@@ -22,6 +22,7 @@ import torch
 from bench import atomic, runtime
 from bench.config import Config
 from bench.errors import BenchError, summary
+from bench.progress import say, watching
 from bench.redact import mask_url
 from bench.rundir import Cell, CellRecord, RunDir
 from bench.train import DeviceData, train_cell
@@ -82,12 +83,11 @@ def release(run: RunDir, cell: Cell) -> None:
 
 
 def _train_claimed(cells: list[Cell], cfg: Config, run: RunDir, progress: bool) -> list[Cell]:
-    """Train every cell of ``cells`` this process can claim; returns the ones another process holds."""
-    from tqdm.auto import tqdm
-
+    """Train every cell of ``cells`` this process can claim; returns the ones another process holds. ``progress``
+    draws a bar over each cell's epochs."""
     data, folds = _device_data(run, runtime.setup(cfg))
     elsewhere = []
-    for cell in tqdm(cells, desc="cells", unit="cell", disable=not progress):
+    for cell in cells:
         if run.is_done(cell):
             continue
         if not claim(run, cell):
@@ -95,8 +95,9 @@ def _train_claimed(cells: list[Cell], cfg: Config, run: RunDir, progress: bool) 
             continue
         try:
             if not run.is_done(cell):  # finished by another process between our check and our claim
-                metrics = train_cell(cfg.plan(cell.arch), cell, data, folds, run.cell_dir(cell), progress=progress)
-                tqdm.write(cell_line(metrics))
+                metrics = train_cell(cfg.plan(cell.arch), cell, data, folds, run.cell_dir(cell), progress=progress,
+                                     progress_file=run.progress_file(cell))
+                say(cell_line(metrics))
         finally:
             release(run, cell)
     return elsewhere
@@ -128,12 +129,15 @@ def _worker(cfg_dict: dict[str, Any], run_dir: str, cells: list[tuple[str, int, 
 def execute_local(cells: list[Cell], cfg: Config, run: RunDir, *, progress: bool = True, **options: Any) -> None:
     """Train the cells on this machine: in this process (``runtime.workers`` 1) or in that many worker processes,
     each claiming pending cells. Results do not depend on the worker count (each cell's result is a function of
-    its identity); on CPU each worker gets ``threads / workers`` threads unless ``runtime.threads`` is set."""
+    its identity); on CPU each worker gets ``threads / workers`` threads unless ``runtime.threads`` is set.
+    ``progress`` prints ``bench.progress`` lines (cells done, running epochs, time left) as the cells train."""
     if options:
         raise BenchError(f"the local executor takes no options (got {', '.join(sorted(options))})")
     workers = runtime.workers(cfg.runtime)
+    epochs = {arch: cfg.plan(arch).protocol.epochs for arch in {c.arch for c in cells}}
     if workers <= 1:
-        elsewhere = _train_claimed(cells, cfg, run, progress)
+        with watching(run, cells, epochs, enabled=progress):
+            elsewhere = _train_claimed(cells, cfg, run, progress)
     else:
         import multiprocessing
 
@@ -141,12 +145,13 @@ def execute_local(cells: list[Cell], cfg: Config, run: RunDir, *, progress: bool
         ctx = multiprocessing.get_context("spawn")
         args = (cfg.to_dict(), str(run.path), [(c.arch, c.fold, c.seed) for c in cells], os.getpid())
         procs = [ctx.Process(target=_worker, args=args, name=f"salt-bench-worker-{i}") for i in range(workers)]
-        print(f"{workers} local workers, {cfg.runtime.threads} threads each")
+        print(f"{workers} local workers, {cfg.runtime.threads} threads each", flush=True)
         try:
-            for p in procs:
-                p.start()
-            for p in procs:
-                p.join()
+            with watching(run, cells, epochs, enabled=progress):
+                for p in procs:
+                    p.start()
+                for p in procs:
+                    p.join()
         finally:  # an interrupted run stops its workers too
             for p in procs:
                 if p.is_alive():

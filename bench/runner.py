@@ -168,4 +168,6 @@ def run_command(config_paths: list[str] | None, overrides: list[str], *, out: Pa
         from bench.report import build
 
         print(f"report: {build.build_report(run_dir.path)}")
+    else:
+        print(f"no report (--no-report): `salt-bench report {run_dir}` writes {run_dir.report_file}")
     return board

@@ -424,11 +424,14 @@ def train_cell(
     on_batch: BatchHook | None = None,
     on_epoch: EpochHook | None = None,
     progress: bool = True,
+    progress_file: Path | None = None,
 ) -> CellRecord:
     """Train one cell and write its artefacts to ``out_dir``; resumes from ``checkpoint.pt`` if present.
 
     ``on_batch(epoch, x, y)`` sees every augmented batch (tests hash them); ``on_epoch(epoch, score)``
-    sees every validation score and may raise to stop the cell (Optuna pruning).
+    sees every validation score and may raise to stop the cell (Optuna pruning). ``progress_file`` (``RunDir.
+    progress_file``) gets the epochs done after each epoch, for the run's progress lines, and is deleted before
+    the artefacts are written.
     """
     from tqdm.auto import tqdm
 
@@ -447,6 +450,9 @@ def train_cell(
     t_cell = last_checkpoint = time.perf_counter()
     bar = tqdm(total=plan.protocol.epochs, initial=state.epoch, desc=f"{cell.arch} {cell.name}", unit="ep",
                leave=False, disable=not progress)
+    start = state.epoch
+    if progress_file is not None:
+        rundir.CellProgress(start, plan.protocol.epochs, start).write(progress_file)
     with CheckpointWriter(ckpt_path) as writer:  # joined before the artefacts, and on any exception
         while state.epoch < plan.protocol.epochs and not state.stopped:
             epoch = state.epoch
@@ -454,6 +460,8 @@ def train_cell(
             if state.epoch == epoch:  # the epoch did not finish (non-finite loss)
                 break
             row = state.history[-1]
+            if progress_file is not None:
+                rundir.CellProgress(state.epoch, plan.protocol.epochs, start).write(progress_file)
             bar.update()
             bar.set_postfix(loss=f"{row['train_loss']:.3f}", val=f"{row['val_score']:.3f}")
             if on_epoch is not None and not math.isnan(row["val_score"]):
@@ -468,6 +476,8 @@ def train_cell(
     final = finish(trainer, data, split, state)
     val_ids = np.array([data.ids[i] for i in split.val_idx.cpu().tolist()])
     metrics = cell_metrics(plan, cell, trainer, split, state, final, identity, time.perf_counter() - t_cell)
+    if progress_file is not None:
+        progress_file.unlink(missing_ok=True)
     write_artefacts(out_dir, metrics, state, final, val_ids)
     return metrics
 

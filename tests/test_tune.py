@@ -4,6 +4,7 @@ and search-space errors as one line naming the file and the key."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -89,6 +90,14 @@ def test_study_of_four_resumes_to_six(resumed: dict) -> None:
     lines = [ln for ln in resumed["second"].stdout.splitlines() if ln.startswith("trial ")]
     assert [int(ln.split()[1]) for ln in lines] == [4, 5]
     assert "all-empty baseline (predict no salt anywhere) on these folds: 0.4167" in resumed["second"].stdout  # 10/24
+
+
+def test_each_finished_trial_says_which_of_how_many_and_the_time_left(resumed: dict) -> None:
+    for run, n in (("first", 4), ("second", 2)):
+        lines = [ln for ln in resumed[run].stdout.splitlines() if ln.startswith("trial ")]
+        marks = [re.search(r"\[trial (\d+)/(\d+); \S+ \S+ elapsed, about \S+ \S+ left\]$", ln) for ln in lines]
+        assert all(marks), lines
+        assert [(int(m.group(1)), int(m.group(2))) for m in marks] == [(k, n) for k in range(1, n + 1)]
 
 
 def test_summary_warns_when_the_best_trial_does_not_beat_predicting_nothing() -> None:

@@ -3,6 +3,7 @@
 ```
 <run>/config.yaml  protocol.json  splits.json  env.json  data.npz  ImageSets/
 <run>/cells/<arch>/fold<k>-seed<s>/  metrics.json  history.csv  oof.npz  model.pt  checkpoint.pt
+                                    claim  progress.json  (only while the cell trains)
 <run>/leaderboard.csv  per_image.csv  pairs.csv  gallery.npz  postprocess.json  ensembles.csv  submission.csv
 <run>/report.html  holdout/<arch>-seed<s>.npz (fold ensembles)  holdout/<arch>-fold<k>-seed<s>.npz (each model)
 <run>/classifier.csv  (runs with protocol.empty_head)  compare/<other run>.csv  (salt-bench compare)
@@ -22,6 +23,8 @@ from bench.rundir.cell import (
     METRICS,
     MODEL,
     OOF,
+    PROGRESS,
+    CellProgress,
     CellRecord,
     History,
     OofPrediction,
@@ -31,5 +34,6 @@ from bench.rundir.cell import (
 from bench.rundir.paths import Cell, RunDir
 from bench.rundir.run import Ensembles, Gallery, HoldoutPrediction, ImageSet, RunConfig
 
-__all__ = ["CHECKPOINT", "HISTORY", "METRICS", "MODEL", "OOF", "Cell", "CellRecord", "Ensembles", "Gallery", "History",
-           "HoldoutPrediction", "ImageSet", "OofPrediction", "RunConfig", "RunDir", "read_weights", "write_weights"]
+__all__ = ["CHECKPOINT", "HISTORY", "METRICS", "MODEL", "OOF", "PROGRESS", "Cell", "CellProgress", "CellRecord",
+           "Ensembles", "Gallery", "History", "HoldoutPrediction", "ImageSet",
+           "OofPrediction", "RunConfig", "RunDir", "read_weights", "write_weights"]

@@ -1,9 +1,11 @@
 """The files of one cell (``cells/<arch>/fold<k>-seed<s>/``), each a typed record with its read and write:
 ``metrics.json`` (``CellRecord``), ``oof.npz`` (``OofPrediction``), ``history.csv`` (``History``) and the kept
-weights ``model.pt`` (``read_weights``/``write_weights``). The resume checkpoint is ``bench.checkpoint``'s."""
+weights ``model.pt`` (``read_weights``/``write_weights``). The resume checkpoint is ``bench.checkpoint``'s.
+``progress.json`` (``CellProgress``) exists only while the cell trains: it is for a person watching, never a result."""
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,7 @@ from bench.errors import BenchError
 from bench.rundir.guard import read_json_object, reading, require
 
 METRICS, HISTORY, OOF, MODEL, CHECKPOINT = "metrics.json", "history.csv", "oof.npz", "model.pt", "checkpoint.pt"
+PROGRESS = "progress.json"
 
 
 @dataclass(frozen=True)
@@ -154,6 +157,31 @@ class History:
         if wrong:
             raise BenchError(f"{path}: not a training history (column {wrong[0]!r} is not numeric)")
         return cls(rows)
+
+
+@dataclass(frozen=True)
+class CellProgress:
+    """``progress.json``: how far a training cell is, rewritten after every epoch and deleted before its artefacts
+    are written, so a finished cell never has one. ``start`` is the epoch this process resumed from (0 for a fresh
+    cell), so a watcher counts only the epochs trained now. Advisory: no result, identity or report reads it."""
+
+    epoch: int  # epochs finished
+    epochs: int  # epochs the cell trains
+    start: int
+
+    def write(self, path: Path) -> None:
+        atomic.write_json(path, dataclasses.asdict(self))
+
+    @classmethod
+    def read(cls, path: Path) -> CellProgress | None:
+        """The progress at ``path``, or None while there is none to read (not started, finished meanwhile, or a
+        foreign file): a watcher then shows no epoch, and training is never stopped by it."""
+        try:
+            raw = json.loads(Path(path).read_text(encoding="utf-8"))
+            found = cls(**{f.name: raw[f.name] for f in dataclasses.fields(cls)})
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        return found if all(isinstance(v, int) and not isinstance(v, bool) for v in dataclasses.astuple(found)) else None
 
 
 def write_weights(path: Path, state: dict[str, Any]) -> None:

@@ -14,7 +14,7 @@ import pandas as pd
 
 from bench import atomic
 from bench.errors import BenchError
-from bench.rundir.cell import METRICS, CellRecord
+from bench.rundir.cell import METRICS, PROGRESS, CellRecord
 from bench.rundir.guard import read_json_object
 from bench.rundir.run import ImageSet, RunConfig
 
@@ -175,6 +175,10 @@ class RunDir:
     def claim_file(self, cell: Cell) -> Path:
         """Held by the process training ``cell`` (``bench.executors.claim``)."""
         return self.cell_dir(cell) / "claim"
+
+    def progress_file(self, cell: Cell) -> Path:
+        """Written by the training of ``cell`` after each epoch (``CellProgress``), for the run's progress lines."""
+        return self.cell_dir(cell) / PROGRESS
 
     def is_done(self, cell: Cell) -> bool:
         return (self.cell_dir(cell) / METRICS).is_file()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from optuna.trial import FrozenTrial, TrialState
 from bench import runner
 from bench.config import Config, protocol_hash
 from bench.errors import BenchError
+from bench.progress import trial_progress
 from bench.redact import mask_url
 from bench.rundir import Cell, RunDir
 from bench.train import DeviceData
@@ -70,11 +72,12 @@ def tune_arch(cfg: Config, arch: str, space: Space, *, run_dir: Path, data: Devi
     check_study(study, signature(cfg, arch, cells), mask_url(url))
     best_path = tuning / f"{study_name}.best.yaml"
     paths, sets = config_paths or ["<config>"], overrides or []
-    added = [0]
+    added, started = [0], time.monotonic()
 
     def on_trial_end(study: optuna.Study, trial: FrozenTrial) -> None:
         added[0] += 1
-        print(trial_line(trial), flush=True)
+        print(f"{trial_line(trial)}  {trial_progress(added[0], n_trials, timeout, time.monotonic() - started)}",
+              flush=True)
         if trial.state == TrialState.COMPLETE and study.best_trial.number == trial.number:
             write_best(study, arch, best_path, cfg, paths, sets, cells, run_dir)
 
