@@ -37,8 +37,8 @@ def duration(seconds: float) -> str:
 
 def eta(elapsed: float, done: float, total: float) -> str:
     """``; 3.1 min elapsed, about 4.2 min left`` at the rate so far; nothing about the time left before any work is
-    done."""
-    left = f", about {duration(elapsed * (total - done) / done)} left" if done > 0 else ""
+    done, or once all of it is."""
+    left = f", about {duration(elapsed * (total - done) / done)} left" if 0 < done < total else ""
     return f"; {duration(elapsed)} elapsed{left}"
 
 

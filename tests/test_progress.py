@@ -106,6 +106,7 @@ def test_a_two_worker_run_prints_cells_done_of_total_up_to_all(tiny_dataset: Pat
     assert [k for k, _ in counts] == sorted(k for k, _ in counts), counts
     last, board = (next(i for i, ln in enumerate(lines) if ln.startswith(s)) for s in (f"cells {n}/{n}", "leaderboard ("))
     assert last < board
+    assert "left" not in lines[last]  # nothing is left once every cell is done
     assert lines[-1].startswith("no report (--no-report): `salt-bench report")
     assert not list(out.glob("cells/*/*/progress.json"))  # removed before each cell's artefacts were written
     assert len(list(out.glob("cells/*/*/metrics.json"))) == n
