@@ -448,12 +448,14 @@ def train_cell(
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     t_cell = last_checkpoint = time.perf_counter()
-    bar = tqdm(total=plan.protocol.epochs, initial=state.epoch, desc=f"{cell.arch} {cell.name}", unit="ep",
-               leave=False, disable=not progress)
     start = state.epoch
     if progress_file is not None:
         rundir.CellProgress(start, plan.protocol.epochs, start).write(progress_file)
-    with CheckpointWriter(ckpt_path) as writer:  # joined before the artefacts, and on any exception
+    # the writer is joined before the artefacts, and on any exception; then the bar clears its line, so an error
+    # is printed on a line of its own
+    with (tqdm(total=plan.protocol.epochs, initial=state.epoch, desc=f"{cell.arch} {cell.name}", unit="ep",
+               leave=False, disable=not progress) as bar,
+          CheckpointWriter(ckpt_path) as writer):
         while state.epoch < plan.protocol.epochs and not state.stopped:
             epoch = state.epoch
             _epoch(trainer, data, split, cell, state, epoch, on_batch)
@@ -471,7 +473,6 @@ def train_cell(
             if due and state.epoch < plan.protocol.epochs:  # after the last epoch the artefacts follow at once
                 writer.submit(state.to_checkpoint(chash, trainer))
                 last_checkpoint = time.perf_counter()
-    bar.close()
 
     final = finish(trainer, data, split, state)
     val_ids = np.array([data.ids[i] for i in split.val_idx.cpu().tolist()])
