@@ -16,11 +16,12 @@ from bench import config as bconfig
 from bench import runner
 from bench.data import synthetic
 from bench.errors import BenchError
-from bench.report.build import SECTIONS, build_report
+from bench.report.build import build_report
+from bench.report.sections import SECTIONS, head
 
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
-SECTION_IDS = [s for s, _ in SECTIONS]
+SECTION_IDS = [s.ID for s in SECTIONS if s is not head]  # the head's only in runs trained with it
 EVIL_NAME = "<img src=x onerror=alert(1)>"  # a directory name cannot hold "/", so no closing tag here
 
 
@@ -109,15 +110,26 @@ def test_each_trained_model_is_a_point_and_their_mean_the_score(run_dir: Path) -
         assert mean == pytest.approx(board.at[arch, "score"], abs=1e-12)
 
 
+def test_every_section_folder_is_registered_once_under_its_id() -> None:
+    """Adding a section is one folder and one registry line: a folder left out of SECTIONS, or an ID that names no
+    folder, fails here rather than silently missing from the page."""
+    from bench.report import sections
+
+    folders = {p.parent.name for p in Path(sections.__file__).parent.glob("*/part.html.j2")}
+    ids = [s.ID for s in SECTIONS]
+    assert len(ids) == len(set(ids)) and set(ids) == folders
+    assert ids[:3] == ["header", "leaderboard", "verdict"] and ids.index("head") == ids.index("coverage") + 1
+
+
 def test_verdict_matrix_reads_both_ways_and_escapes_names() -> None:
     import pandas as pd
 
-    from bench.report import tables
+    from bench.report.sections.verdict import verdict_matrix
 
     evil = "<b>x</b>"
     pairs = pd.DataFrame({"arch": ["a", "a", evil], "other": [evil, "c", "c"], "diff": [0.02, 0.03, 0.01],
                           "verdict": ["better", "equivalent", "unresolved"]})
-    html = tables.verdict_matrix(pairs, ["a", evil, "c", "not compared"])
+    html = verdict_matrix(pairs, ["a", evil, "c", "not compared"])
     assert "<b>" not in html and "&lt;b&gt;x&lt;/b&gt;" in html and "not compared" not in html
     rows = [re.findall(r"<td[^>]*>([^<]*)</td>", r) for r in re.findall(r"<tr>(.*?)</tr>", html, flags=re.S)[1:]]
     assert rows == [["a", "—", "better +0.0200", "equivalent +0.0300"],

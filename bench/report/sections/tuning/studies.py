@@ -1,4 +1,4 @@
-"""Section (9): Optuna studies stored under ``<run_dir>/tuning/*.db`` (SQLite), drawn with Optuna's own
+"""The tuning section's Optuna studies, stored under ``<run_dir>/tuning/*.db`` (SQLite), drawn with Optuna's own
 matplotlib plots. Files are opened read-only first, so a SQLite file that is not an Optuna database is
 skipped instead of having Optuna's tables created in it."""
 from __future__ import annotations
