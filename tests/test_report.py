@@ -258,11 +258,12 @@ def _cli() -> list[str]:
     return [str(Path(sys.executable).with_name("salt-bench")), "report"]
 
 
-def test_cli_report_out_and_default_path(run_dir: Path, tmp_path: Path) -> None:
+def test_cli_report_out_and_default_path(run_dir: Path, report: Path, tmp_path: Path) -> None:
     out = tmp_path / "cli" / "r.html"
     done = subprocess.run([*_cli(), str(run_dir), "--out", str(out)], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == f"report: {out}" and out.is_file()
+    assert out.read_bytes() == report.read_bytes(), "the same run rendered in another process gave another report"
     done = subprocess.run([*_cli(), str(run_dir)], capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == f"report: {run_dir / 'report.html'}" and (run_dir / "report.html").is_file()

@@ -3,13 +3,15 @@ label, and each figure returned as a base64 PNG data URI so the HTML file stays 
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
-from typing import Any
+from typing import Any, Iterator
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
@@ -30,6 +32,18 @@ def png_uri(fig: plt.Figure) -> str:
     fig.savefig(buf, format="png", bbox_inches="tight", metadata={"Software": None})
     plt.close(fig)
     return data_uri(buf.getvalue())
+
+
+@contextlib.contextmanager
+def fixed_jitter(seed: int = 0) -> Iterator[None]:
+    """Seed numpy's global generator for the duration of a plot and put its state back: seaborn jitters strip plots
+    with ``np.random.uniform``, which would make the same run's report differ from one render to the next."""
+    state = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        yield
+    finally:
+        np.random.set_state(state)
 
 
 def data_uri(png: bytes) -> str:

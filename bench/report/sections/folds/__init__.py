@@ -33,7 +33,7 @@ def fold_scores(per_image: pd.DataFrame) -> pd.DataFrame:
 
 def fold_plot(per_image: pd.DataFrame, order: list[str], colours: plots.Palette) -> str:
     data = fold_scores(per_image)
-    with plt.rc_context(plots.RC):
+    with plt.rc_context(plots.RC), plots.fixed_jitter():
         fig, ax = plt.subplots(figsize=(max(4.5, 1.3 * len(order) + 1.5), 3.6))
         boxes = ax.boxplot([data.loc[data["arch"] == a, "score"].to_numpy() for a in order], positions=range(len(order)),
                            widths=0.5, showfliers=False, patch_artist=True, medianprops={"color": "black"})
