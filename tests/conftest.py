@@ -6,8 +6,32 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
+from _pytest.terminal import TerminalReporter
 
 REAL_DIR = Path(os.environ.get("SALT_BENCH_REAL_DIR", Path(__file__).resolve().parents[1].parent / "shared" / "tgs-real"))
+
+
+def pytest_terminal_summary(terminalreporter: TerminalReporter, config: pytest.Config) -> None:
+    """One line of tests and seconds per group, so `make test` shows where the time goes and what the quick loop
+    (``-m "not slow"``) leaves out. A group is a registered marker; a test counts in the first one it carries (in
+    pyproject's order), an unmarked test is "fast"; its seconds are its setup, call and teardown."""
+    groups = [line.split(":")[0].strip() for line in config.getini("markers")]
+    tests: dict[str, str] = {}
+    seconds: dict[str, float] = {}
+    for reports in terminalreporter.stats.values():
+        for report in reports:
+            if isinstance(report, pytest.TestReport):
+                tests[report.nodeid] = next((g for g in groups if g in report.keywords), "fast")
+                seconds[report.nodeid] = seconds.get(report.nodeid, 0.0) + report.duration
+    if not tests:
+        return
+    parts = []
+    for group in ["fast", *groups]:
+        ids = [nodeid for nodeid, g in tests.items() if g == group]
+        if ids:
+            parts.append(f"{group} {len(ids)} tests {sum(seconds[i] for i in ids):.1f} s")
+    terminalreporter.write_sep("-", "time per group")
+    terminalreporter.write_line(" | ".join(parts))
 
 
 @pytest.fixture(scope="session")

@@ -25,6 +25,8 @@ from bench.rundir import Cell
 from bench.train import DeviceData, train_cell
 from tests.conftest import tiny_overrides
 
+pytestmark = pytest.mark.slow
+
 QUICK = config.CONFIG_DIR / "quick.yaml"
 CLI = [sys.executable, "-m", "bench.cli"]
 

@@ -87,6 +87,7 @@ def _in_memory_masks(run_dir: Path, data_dir: Path, members: list[str], tta: str
     return postprocess.apply(_in_memory_levels(run_dir, data_dir, members, tta), decision)
 
 
+@pytest.mark.slow
 def test_cli_submission_round_trips_and_scores_like_the_in_memory_predictions(tiny_run: Path,
                                                                              tiny_dataset: Path) -> None:
     proc = subprocess.run([*CLI, "predict", str(tiny_run)], capture_output=True, text=True, timeout=300)
@@ -103,6 +104,7 @@ def test_cli_submission_round_trips_and_scores_like_the_in_memory_predictions(ti
     assert tgs_score(hidden, masks) == pytest.approx(tgs_score(hidden, expected), abs=1e-12)
 
 
+@pytest.mark.slow
 def test_cli_submission_with_salt_round_trips(tiny_run: Path, tiny_dataset: Path, tmp_path: Path) -> None:
     """Two-epoch models lose to all-empty on OOF, so their own decision empties every test mask. Here the OOF
     probabilities are replaced by ones that make the OOF-chosen threshold the median test probability, so the
@@ -147,6 +149,7 @@ def test_submission_text_encodes_every_mask_in_order() -> None:
     np.testing.assert_array_equal(np.stack([rle_decode(r[1]) for r in rows[1:]]), masks)
 
 
+@pytest.mark.slow
 def test_run_decision_is_recorded_and_matches_the_leaderboard(tiny_run: Path, tmp_path: Path) -> None:
     run_dir = _copy_run(tiny_run, tmp_path / "run")
     assert cli.main(["predict", str(run_dir), "--arch", "unet", "--evaluate-oof"]) == 0
@@ -165,6 +168,7 @@ def test_run_decision_is_recorded_and_matches_the_leaderboard(tiny_run: Path, tm
     assert rescored == pytest.approx(entry["score_post"], abs=1e-12)
 
 
+@pytest.mark.slow
 def test_ensemble_predicts_and_is_evaluated_on_oof(tiny_run: Path, tiny_dataset: Path, tmp_path: Path) -> None:
     run_dir = _copy_run(tiny_run, tmp_path / "run")
     out = tmp_path / "ens.csv"
@@ -231,6 +235,7 @@ def _unknown_arch(run_dir: Path, data_dir: Path) -> list[str]:
     return ["--arch", "pspnet"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("breaks, needles", [
     (_break_model, ["cells/linknet/fold1-seed0", "model.pt"]),
     (_drop_cell, ["cells/unet/fold1-seed0", "not finished"]),

@@ -135,6 +135,7 @@ def test_a_bad_compile_mode_is_one_line(value: str) -> None:
     assert "runtime.compile" in str(err.value) and "\n" not in str(err.value)
 
 
+@pytest.mark.slow
 def test_the_flags_change_nothing_on_the_cpu(tiny_dataset: Path, tmp_path: Path, restore_flags: None) -> None:
     """The same cell with and without the deterministic flags: bit-identical weights and history on the CPU."""
     data = tgs.load(tiny_dataset)
