@@ -11,22 +11,36 @@ from _pytest.terminal import TerminalReporter
 REAL_DIR = Path(os.environ.get("SALT_BENCH_REAL_DIR", Path(__file__).resolve().parents[1].parent / "shared" / "tgs-real"))
 
 
+#: the groups `make test` times, as markers: a test counts in the first of these it carries, an unmarked one is
+#: "fast"; browser, postgres and ray tests are marked slow too, so ``-m "not slow"`` is the quick loop
+GROUPS = {
+    "browser": "drives headless chromium",
+    "postgres": "needs a PostgreSQL server",
+    "ray": "starts a Ray cluster",
+    "slow": "trains models or spawns the CLI; left out of the quick loop by -m 'not slow'",
+}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Register the groups, so --strict-markers refuses a misspelt one."""
+    for name, meaning in GROUPS.items():
+        config.addinivalue_line("markers", f"{name}: {meaning}")
+
+
 def pytest_terminal_summary(terminalreporter: TerminalReporter, config: pytest.Config) -> None:
     """One line of tests and seconds per group, so `make test` shows where the time goes and what the quick loop
-    (``-m "not slow"``) leaves out. A group is a registered marker; a test counts in the first one it carries (in
-    pyproject's order), an unmarked test is "fast"; its seconds are its setup, call and teardown."""
-    groups = [line.split(":")[0].strip() for line in config.getini("markers")]
+    leaves out; a test's seconds are its setup, call and teardown."""
     tests: dict[str, str] = {}
     seconds: dict[str, float] = {}
     for reports in terminalreporter.stats.values():
         for report in reports:
             if isinstance(report, pytest.TestReport):
-                tests[report.nodeid] = next((g for g in groups if g in report.keywords), "fast")
+                tests[report.nodeid] = next((g for g in GROUPS if g in report.keywords), "fast")
                 seconds[report.nodeid] = seconds.get(report.nodeid, 0.0) + report.duration
     if not tests:
         return
     parts = []
-    for group in ["fast", *groups]:
+    for group in ["fast", *GROUPS]:
         ids = [nodeid for nodeid, g in tests.items() if g == group]
         if ids:
             parts.append(f"{group} {len(ids)} tests {sum(seconds[i] for i in ids):.1f} s")

@@ -38,20 +38,12 @@ def test_with_a_slow_setup(slow_setup) -> None:
     pass
 """
 
-INI = """
-[pytest]
-markers =
-    browser: drives headless chromium
-    slow: trains models
-"""
-
 LINE = re.compile(r"^fast (\d+) tests ([\d.]+) s \| browser (\d+) tests ([\d.]+) s \| slow (\d+) tests ([\d.]+) s$")
 
 
 @pytest.fixture
 def suite(pytester: pytest.Pytester) -> pytest.Pytester:
     pytester.makeconftest(CONFTEST.read_text())
-    pytester.makeini(INI)
     pytester.makepyfile(test_tiny=SUITE)
     return pytester
 
@@ -63,10 +55,10 @@ def _groups(result: pytest.RunResult) -> list[str]:
 
 
 def test_each_group_has_its_tests_and_their_setup_call_and_teardown_seconds(suite: pytest.Pytester) -> None:
-    result = suite.runpytest_inprocess("-p", "no:cacheprovider")
+    result = suite.runpytest_inprocess("-p", "no:cacheprovider", "--strict-markers")
     result.assert_outcomes(passed=4)
     fast, fast_s, browser, browser_s, slow, slow_s = LINE.match(_groups(result)).groups()
-    assert (fast, browser, slow) == ("2", "1", "1")  # the browser test counts once, in its first registered group
+    assert (fast, browser, slow) == ("2", "1", "1")  # the browser test counts once, in its first group
     seconds: dict[str, float] = {}
     for report in result.reprec.getreports("pytest_runtest_logreport"):
         name = report.nodeid.split("::")[-1]
@@ -81,3 +73,9 @@ def test_the_quick_loop_leaves_the_slow_groups_out(suite: pytest.Pytester) -> No
     result = suite.runpytest_inprocess("-p", "no:cacheprovider", "-m", "not slow")
     result.assert_outcomes(passed=2)
     assert re.match(r"^fast 2 tests [\d.]+ s$", _groups(result))
+
+
+def test_a_misspelt_group_is_refused(suite: pytest.Pytester) -> None:
+    suite.makepyfile(test_typo="import pytest\n\n\n@pytest.mark.slw\ndef test_typo() -> None:\n    pass\n")
+    result = suite.runpytest_inprocess("-p", "no:cacheprovider", "--strict-markers")
+    assert result.ret != 0 and "'slw' not found in `markers` configuration option" in result.stdout.str()

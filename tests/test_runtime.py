@@ -98,6 +98,7 @@ def _flags_in_a_spawned_worker(cfg_dict: dict[str, Any], queue: Any) -> None:
     queue.put(runtime.determinism())
 
 
+@pytest.mark.slow
 def test_a_spawned_worker_gets_the_flags(restore_flags: None) -> None:
     cfg = _cfg("runtime.deterministic=true")
     runtime.setup(cfg)  # the parent, as `salt-bench run` does before it starts its workers

@@ -249,6 +249,7 @@ def test_storage_passwords_are_masked() -> None:
     assert "s3cret" not in str(err.value) and "bench:***@" in str(err.value) and "cannot open" in str(err.value)
 
 
+@pytest.mark.slow
 def test_default_space_is_valid_for_every_architecture_of_both_profiles() -> None:
     for name in ("quick.yaml", "benchmark.yaml"):
         cfg = config.load([config.CONFIG_DIR / name])
