@@ -6,8 +6,46 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
+from _pytest.terminal import TerminalReporter
 
 REAL_DIR = Path(os.environ.get("SALT_BENCH_REAL_DIR", Path(__file__).resolve().parents[1].parent / "shared" / "tgs-real"))
+
+
+#: the groups `make test` times, as markers: a test counts in the first of these it carries, an unmarked one is
+#: "fast"; browser, postgres and ray tests are marked slow too, so ``-m "not slow"`` is the quick loop
+GROUPS = {
+    "browser": "drives headless chromium",
+    "postgres": "needs a PostgreSQL server",
+    "ray": "starts a Ray cluster",
+    "slow": "trains models or spawns the CLI; left out of the quick loop by -m 'not slow'",
+}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Register the groups, so --strict-markers refuses a misspelt one."""
+    for name, meaning in GROUPS.items():
+        config.addinivalue_line("markers", f"{name}: {meaning}")
+
+
+def pytest_terminal_summary(terminalreporter: TerminalReporter, config: pytest.Config) -> None:
+    """One line of tests and seconds per group, so `make test` shows where the time goes and what the quick loop
+    leaves out; a test's seconds are its setup, call and teardown."""
+    tests: dict[str, str] = {}
+    seconds: dict[str, float] = {}
+    for reports in terminalreporter.stats.values():
+        for report in reports:
+            if isinstance(report, pytest.TestReport):
+                tests[report.nodeid] = next((g for g in GROUPS if g in report.keywords), "fast")
+                seconds[report.nodeid] = seconds.get(report.nodeid, 0.0) + report.duration
+    if not tests:
+        return
+    parts = []
+    for group in ["fast", *GROUPS]:
+        ids = [nodeid for nodeid, g in tests.items() if g == group]
+        if ids:
+            parts.append(f"{group} {len(ids)} tests {sum(seconds[i] for i in ids):.1f} s")
+    terminalreporter.write_sep("-", "time per group")
+    terminalreporter.write_line(" | ".join(parts))
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,5 @@
-"""The augmentation makes no host sync and gives the same batches as before it stopped asking the device."""
+"""The augmentation keeps image and mask aligned, makes no host sync, and gives the same batches as before it
+stopped asking the device."""
 from __future__ import annotations
 
 import pytest
@@ -134,3 +135,14 @@ def test_the_counter_restores_tensor_methods() -> None:
         pass
     torch.ones(1).item()
     assert syncs.count == 0
+
+
+def test_augment_keeps_image_and_mask_aligned() -> None:
+    gen = torch.Generator().manual_seed(0)
+    masks = (torch.rand(16, 1, 101, 101, generator=gen) > 0.7).float()
+    images = masks.clone()
+    cfg = AugmentConfig(hflip=0.5, shift_scale=1.0, max_shift=0.1, max_scale=0.1, color=0.0)
+    x, y = augment(images, masks, cfg, torch.Generator().manual_seed(1))
+    assert not torch.equal(y, masks), "the augmentation did nothing"
+    agreement = ((x > 0.5).float() == y).float().mean()
+    assert agreement > 0.97

@@ -342,6 +342,7 @@ def _limit_file_size(limit: int) -> Callable[[], None]:
     return apply
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_bad_input_is_one_line_and_writes_nothing(case: Case, base_dataset: Path, tmp_path: Path) -> None:
     if case.file_size_limit and not hasattr(os, "fork"):
@@ -545,6 +546,7 @@ def finished_run(tiny_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -
     return run_dir
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("name", "relative", "corrupt", "command"), RUN_FILE_CASES,
                          ids=[f"{c[0]} ({c[3]})" for c in RUN_FILE_CASES])
 def test_a_broken_file_of_a_finished_run_is_one_line_naming_it(name: str, relative: str, corrupt: Callable[[Path], None],

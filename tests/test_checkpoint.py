@@ -19,6 +19,8 @@ from bench.rundir import Cell
 from bench.train import DeviceData, train_cell
 from tests.conftest import tiny_overrides
 
+pytestmark = pytest.mark.slow
+
 QUICK = config.CONFIG_DIR / "quick.yaml"
 CELL = Cell("unet", 0, 0)
 

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+import architectures
 from bench import config
 from bench.errors import BenchError
 
@@ -15,8 +16,7 @@ BENCH = config.CONFIG_DIR / "benchmark.yaml"
 def test_shipped_configs_load() -> None:
     quick, full = config.load([QUICK]), config.load([BENCH])
     assert quick.protocol.folds < full.protocol.folds
-    assert set(quick.architectures) == set(full.architectures) == {
-        "unet", "linknet", "pspnet", "refinenet", "deeplabv3", "deeplabv3plus"}
+    assert set(quick.architectures) == set(full.architectures) == set(architectures.names())
 
 
 def test_dotted_overrides_are_typed() -> None:

@@ -47,6 +47,7 @@ def test_flops_are_counted_by_shape_and_leave_the_random_state_alone() -> None:
     assert cost.count_flops(wider.plan("unet")).train == pytest.approx(counted["unet"].train * 96**2 / 64**2, rel=0.02)
 
 
+@pytest.mark.slow
 def test_derived_epochs_depend_on_the_protocol_only_not_on_threads_seed_or_arithmetic() -> None:
     """The same protocol derives the same epochs in fresh processes with other threads, random seeds and runtime
     settings (nothing measured enters), so the derivation is the same on any machine."""
@@ -95,6 +96,7 @@ def test_a_malformed_budget_is_refused_at_load(text: str, match: str) -> None:
         _budget(text)
 
 
+@pytest.mark.slow
 def test_a_budget_below_one_epoch_is_one_line_naming_the_architecture(tiny_dataset: Path, tmp_path: Path) -> None:
     out = tmp_path / "r"
     args = [f"--set={o}" for o in tiny_overrides(tiny_dataset)]
@@ -114,6 +116,7 @@ def test_recorded_epochs_that_no_longer_follow_are_refused() -> None:
         cost.resolve(moved, N_DEV)
 
 
+@pytest.mark.slow
 def test_a_run_at_equal_compute_trains_records_and_reports_each_architectures_epochs(tiny_dataset: Path,
                                                                                     tmp_path: Path) -> None:
     base = config.load([QUICK], tiny_overrides(tiny_dataset))
@@ -148,6 +151,7 @@ def test_a_run_at_equal_compute_trains_records_and_reports_each_architectures_ep
     assert "protocol.budget: absent ->" in said and f"architectures.linknet.epochs: 2 -> {saved['linknet']}" in said
 
 
+@pytest.mark.slow
 def test_equal_epochs_report_says_so(tiny_dataset: Path, tmp_path: Path) -> None:
     cfg = config.load([QUICK], [*tiny_overrides(tiny_dataset), "protocol.epochs=1"])
     runner.run(cfg, tmp_path / "run", archs=["unet"], folds=[0, 1], progress=False)

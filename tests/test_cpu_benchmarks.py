@@ -14,6 +14,8 @@ import pytest
 
 from bench import runtime
 
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

@@ -114,6 +114,7 @@ def test_the_replacement_ops_equal_the_library_ops(det_ops: ModuleType, cfg_name
         assert r.fwd_bf16 <= 2**-6 * r.scale and r.bwd_bf16 <= 2**-6 * r.grad_scale, r
 
 
+@pytest.mark.slow
 def test_no_harness_step_prepared_for_deterministic_cuda_runs_an_op_without_a_deterministic_kernel(
         det_ops: ModuleType, capsys: pytest.CaptureFixture[str]) -> None:
     """One training step per loss stage and one validation of every architecture, at quick.yaml's and

@@ -25,6 +25,8 @@ from bench import config, results, runner
 from bench.errors import BenchError
 from tests.conftest import tiny_overrides
 
+pytestmark = pytest.mark.slow
+
 QUICK = config.CONFIG_DIR / "quick.yaml"
 CLI = [sys.executable, "-m", "bench.cli"]
 ARCHS = ["unet", "linknet"]
@@ -66,6 +68,7 @@ def _our_cell_workers() -> list[int]:
     return found
 
 
+@pytest.mark.ray
 @needs_ray
 def test_ray_grid_matches_local_even_when_a_worker_is_killed(tiny_dataset: Path, tmp_path: Path,
                                                              capsys: pytest.CaptureFixture[str]) -> None:
@@ -107,6 +110,7 @@ def test_ray_grid_matches_local_even_when_a_worker_is_killed(tiny_dataset: Path,
     assert len(via_ray) == len(local)
 
 
+@pytest.mark.ray
 @needs_ray
 def test_ray_failed_cell_is_reported_and_the_others_are_kept(tiny_dataset: Path, tmp_path: Path) -> None:
     cfg = _tiny(tiny_dataset, **{"protocol.epochs": 1})
@@ -119,6 +123,7 @@ def test_ray_failed_cell_is_reported_and_the_others_are_kept(tiny_dataset: Path,
     assert not (tmp_path / "run" / "cells" / "unet" / "fold0-seed0" / "metrics.json").is_file()
 
 
+@pytest.mark.ray
 @needs_ray
 def test_ray_request_no_node_can_meet_is_refused_not_queued_forever(tiny_dataset: Path, tmp_path: Path) -> None:
     with pytest.raises(BenchError, match=r"--gpus-per-cell 0 --cpus-per-cell 2: no node .*\(1 CPU/0 GPU\)"):
@@ -143,6 +148,7 @@ def _session_processes(sid: int) -> list[int]:
     return alive
 
 
+@pytest.mark.ray
 @needs_ray
 def test_ray_ctrl_c_cancels_and_the_run_resumes(tiny_dataset: Path, tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
@@ -176,6 +182,7 @@ def test_ray_ctrl_c_cancels_and_the_run_resumes(tiny_dataset: Path, tmp_path: Pa
     assert len(pd.read_csv(run_dir / "leaderboard.csv")) == 1
 
 
+@pytest.mark.ray
 def test_ray_missing_is_one_line(tiny_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray now raises ImportError
     with pytest.raises(BenchError, match=r"pip install 'salt-bench\[ray\]'"):
@@ -237,6 +244,7 @@ shared:
 """
 
 
+@pytest.mark.postgres
 def test_tuning_workers_share_a_postgresql_study_and_a_killed_trial_is_failed_and_retried(
         postgres_url: str, tiny_dataset: Path, tmp_path: Path) -> None:
     import optuna

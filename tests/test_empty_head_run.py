@@ -90,6 +90,7 @@ def test_bad_empty_head_is_one_line_naming_the_key(override: str, message: str) 
     assert message in str(err.value) and "\n" not in str(err.value)
 
 
+@pytest.mark.slow
 def test_bad_empty_head_through_the_cli(tmp_path: Path) -> None:
     done = _cli("run", "--config", str(QUICK), "--set", "protocol.empty_head.weight=0", "--out", str(tmp_path / "r"),
                 cwd=tmp_path)
@@ -160,6 +161,7 @@ def test_without_the_head_the_loss_is_the_segmentation_loss(tiny_dataset: Path, 
     torch.testing.assert_close(trainer.objective(x, y, 0), seg)
 
 
+@pytest.mark.slow
 def test_a_crossfit_cell_keeps_the_heads_probabilities_of_both_halves(tiny_dataset: Path, device_data: DeviceData,
                                                                       tmp_path: Path) -> None:
     cfg = _cfg(tiny_dataset, **{"protocol.empty_head": HEAD, "protocol.checkpoint": "crossfit", "protocol.epochs": 2})
@@ -264,6 +266,7 @@ def _oof_head(run: Path, arch: str) -> np.ndarray:
     return predict.oof_mean(cells, RunDir(run).load_data().ids, "flip")[1]
 
 
+@pytest.mark.slow
 def test_a_run_with_the_head_writes_its_artefacts(runs: dict[str, Path]) -> None:
     run = runs["with"]
     assert read_json(run / "protocol.json")["protocol"]["protocol"]["empty_head"] == {"weight": 0.1, "dropout": 0.2}
@@ -308,6 +311,7 @@ def test_a_run_with_the_head_writes_its_artefacts(runs: dict[str, Path]) -> None
         assert oof["fold_head_cuts"].count(" ") == 1  # one cut (or "none") per fold
 
 
+@pytest.mark.slow
 def test_a_run_without_the_head_has_none_of_it(runs: dict[str, Path]) -> None:
     run = runs["without"]
     assert "empty_head" not in read_json(run / "protocol.json")["protocol"]["protocol"]
@@ -320,6 +324,7 @@ def test_a_run_without_the_head_has_none_of_it(runs: dict[str, Path]) -> None:
     assert "head_cut" not in pd.read_csv(run / "leaderboard.csv").columns
 
 
+@pytest.mark.slow
 def test_predict_uses_and_records_the_heads_cut(runs: dict[str, Path], tiny_dataset: Path, tmp_path: Path) -> None:
     run = Path(shutil.copytree(runs["with"], tmp_path / "with"))
     predict.predict(run, arch="unet", evaluate_oof=True)
@@ -334,6 +339,7 @@ def test_predict_uses_and_records_the_heads_cut(runs: dict[str, Path], tiny_data
     assert predict.oof_mean(without, RunDir(runs["without"]).load_data().ids, "flip")[1] is None
 
 
+@pytest.mark.slow
 def test_the_report_has_the_head_section(runs: dict[str, Path], tmp_path: Path) -> None:
     html = runs["report"].read_text(encoding="utf-8")
     assert '<section id="head">' in html and '<a href="#head">7. Empty-vs-salt head</a>' in html
@@ -352,6 +358,8 @@ def runner_report(run: Path, tmp_path: Path) -> str:
     return build_report(run, tmp_path / f"{run.name}.html").read_text(encoding="utf-8")
 
 
+@pytest.mark.browser
+@pytest.mark.slow
 def test_the_head_section_in_headless_chromium(runs: dict[str, Path]) -> None:
     if not (CHROMIUM.is_file() and CHROMEDRIVER.is_file()):
         pytest.skip(f"headless browser test needs {CHROMIUM} and {CHROMEDRIVER} (Debian: chromium chromium-driver)")
@@ -395,6 +403,7 @@ def _expected(a: Path, b: Path, arch: str) -> np.ndarray:
     return scores[1].loc[common].to_numpy() - scores[0].loc[common].to_numpy()
 
 
+@pytest.mark.slow
 def test_compare_pairs_the_runs_by_model_and_image(runs: dict[str, Path], tmp_path: Path) -> None:
     a, b = runs["without"], Path(shutil.copytree(runs["with"], tmp_path / "with"))
     done = _cli("compare", str(a), str(b), cwd=tmp_path)
@@ -417,6 +426,7 @@ def test_compare_pairs_the_runs_by_model_and_image(runs: dict[str, Path], tmp_pa
     assert 'id="T_comparison"' in html and "against <code>without</code>" in html
 
 
+@pytest.mark.slow
 def test_compare_of_a_known_difference(runs: dict[str, Path], tmp_path: Path) -> None:
     """B's holdout scores for unet tampered to 1 everywhere: the difference is 1 - A's score per model and image."""
     a, b = runs["without"], Path(shutil.copytree(runs["with"], tmp_path / "with"))
@@ -465,6 +475,7 @@ def _refusals(tmp: Path, a: Path) -> list[tuple[Path, str]]:
     return cases
 
 
+@pytest.mark.slow
 def test_compare_refuses_runs_on_other_images(runs: dict[str, Path], tmp_path: Path,
                                               capsys: pytest.CaptureFixture[str]) -> None:
     for other, message in _refusals(tmp_path, runs["without"]):
@@ -474,6 +485,7 @@ def test_compare_refuses_runs_on_other_images(runs: dict[str, Path], tmp_path: P
         assert not (other / "compare").exists() or other.resolve() == runs["without"].resolve()
 
 
+@pytest.mark.slow
 def test_compare_lists_every_protocol_and_recipe_difference(runs: dict[str, Path], tmp_path: Path,
                                                             capsys: pytest.CaptureFixture[str]) -> None:
     other = Path(shutil.copytree(runs["without"], tmp_path / "other"))

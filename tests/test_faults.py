@@ -15,6 +15,8 @@ import pytest
 from bench import results
 from tests.conftest import tiny_overrides
 
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[1]
 QUICK = ROOT / "configs" / "quick.yaml"
 TIMING = results.MEASURED  # measured, so they differ between any two runs

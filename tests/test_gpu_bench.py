@@ -51,6 +51,7 @@ def _table(lines: list[str], title: str) -> tuple[list[str], list[dict[str, str]
     return header, rows
 
 
+@pytest.mark.slow
 def test_smoke_prints_its_plan_first_then_one_row_per_arch_and_stage_and_a_finite_estimate() -> None:
     # PYTHONPATH: the script and its worker processes import this checkout's bench, not an installed one
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "", "PYTHONPATH": str(ROOT)}
@@ -181,6 +182,7 @@ def test_a_mode_hands_out_what_is_left_of_its_share(benchmarks: Callable[[str], 
     assert mode.actual_s >= 1.1
 
 
+@pytest.mark.slow
 def test_the_workers_measurement_runs_two_processes_together_on_the_cpu(
         benchmarks: Callable[[str], ModuleType], capsys: pytest.CaptureFixture[str]) -> None:
     common, workers_mod, gpu_bench = benchmarks("gpu_common"), benchmarks("gpu_workers"), benchmarks("gpu_bench")

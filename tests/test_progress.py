@@ -90,6 +90,7 @@ def test_a_missing_or_broken_progress_file_reads_as_no_progress(tmp_path: Path) 
     assert CellProgress.read(path) == CellProgress(1, 2, 0)
 
 
+@pytest.mark.slow
 def test_a_two_worker_run_prints_cells_done_of_total_up_to_all(tiny_dataset: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     sets = tiny_overrides(tiny_dataset, **{"protocol.epochs": 2, "runtime.workers": 2})
@@ -112,6 +113,7 @@ def test_a_two_worker_run_prints_cells_done_of_total_up_to_all(tiny_dataset: Pat
     assert len(list(out.glob("cells/*/*/metrics.json"))) == n
 
 
+@pytest.mark.slow
 def test_the_one_worker_path_prints_the_same_lines(tiny_dataset: Path, tmp_path: Path,
                                                    capsys: pytest.CaptureFixture) -> None:
     sets = tiny_overrides(tiny_dataset, **{"protocol.epochs": 1})

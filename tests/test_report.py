@@ -59,6 +59,7 @@ def _copy(run_dir: Path, dest: Path) -> Path:
     return dest
 
 
+@pytest.mark.slow
 def test_report_has_every_section_and_no_outside_reference(report: Path) -> None:
     html = report.read_text(encoding="utf-8")
     for sid in SECTION_IDS:
@@ -78,6 +79,7 @@ def _answer(html: str) -> str:
     return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", "", block[:block.index("</div>")])).strip()
 
 
+@pytest.mark.slow
 def test_answer_states_the_estimand_and_claims_nothing_from_two_models(run_dir: Path, report: Path) -> None:
     import json
 
@@ -96,6 +98,7 @@ def test_answer_states_the_estimand_and_claims_nothing_from_two_models(run_dir: 
     assert "P(best)" not in answer and "rank interval" not in answer and "unresolved" not in answer
 
 
+@pytest.mark.slow
 def test_each_trained_model_is_a_point_and_their_mean_the_score(run_dir: Path) -> None:
     import pandas as pd
 
@@ -137,6 +140,7 @@ def test_verdict_matrix_reads_both_ways_and_escapes_names() -> None:
                     ["c", "equivalent -0.0300", "unresolved -0.0100", "—"]]
 
 
+@pytest.mark.slow
 def test_leaderboard_matches_run_and_highlights_best(run_dir: Path, report: Path) -> None:
     import pandas as pd
 
@@ -148,6 +152,7 @@ def test_leaderboard_matches_run_and_highlights_best(run_dir: Path, report: Path
     assert "background-color: #d8f0dc" in html  # the best-value highlight is emitted
 
 
+@pytest.mark.slow
 def test_escapes_ids_run_name_and_config_name(run_dir: Path, tmp_path: Path, browser) -> None:
     evil = _copy(run_dir, tmp_path / EVIL_NAME)
     for name in ("leaderboard.csv", "per_image.csv", "gallery.npz"):
@@ -182,6 +187,7 @@ def test_escapes_ids_run_name_and_config_name(run_dir: Path, tmp_path: Path, bro
     assert browser.find_element(By.TAG_NAME, "h1").text == EVIL_NAME
 
 
+@pytest.mark.slow
 def test_partial_run_single_arch_single_fold(run_dir: Path, tmp_path: Path) -> None:
     part = _copy(run_dir, tmp_path / "partial")
     shutil.rmtree(part / "cells" / "linknet")
@@ -198,6 +204,7 @@ def test_partial_run_single_arch_single_fold(run_dir: Path, tmp_path: Path) -> N
     assert "linknet" not in html[html.index('id="T_leaderboard"'):html.index('id="verdict"')]
 
 
+@pytest.mark.slow
 def test_incomplete_architecture_listed_with_what_it_lacks(run_dir: Path, tmp_path: Path) -> None:
     part = _copy(run_dir, tmp_path / "incomplete")
     shutil.rmtree(part / "cells" / "linknet" / "fold1-seed0")
@@ -214,6 +221,7 @@ def _snapshot(root: Path) -> dict[str, tuple[int, bytes]]:
     return {str(f.relative_to(root)): (f.stat().st_mtime_ns, f.read_bytes()) for f in root.rglob("*") if f.is_file()}
 
 
+@pytest.mark.slow
 def test_the_loader_only_reads_and_the_report_command_refreshes_a_stale_run(run_dir: Path, tmp_path: Path) -> None:
     """A run with a fold removed after its aggregation: loading it writes nothing (it says how to bring it up to
     date); ``build_report`` (``salt-bench report``) aggregates it again, then the loader reads the new tables."""
@@ -240,6 +248,7 @@ def test_the_loader_only_reads_and_the_report_command_refreshes_a_stale_run(run_
     assert _snapshot(part) == after, "a current run is read as it is"
 
 
+@pytest.mark.slow
 def test_run_without_finished_cells(run_dir: Path, tmp_path: Path) -> None:
     empty = _copy(run_dir, tmp_path / "empty")
     shutil.rmtree(empty / "cells")
@@ -258,6 +267,7 @@ def _cli() -> list[str]:
     return [str(Path(sys.executable).with_name("salt-bench")), "report"]
 
 
+@pytest.mark.slow
 def test_cli_report_out_and_default_path(run_dir: Path, report: Path, tmp_path: Path) -> None:
     out = tmp_path / "cli" / "r.html"
     done = subprocess.run([*_cli(), str(run_dir), "--out", str(out)], capture_output=True, text=True, timeout=300)
@@ -270,6 +280,7 @@ def test_cli_report_out_and_default_path(run_dir: Path, report: Path, tmp_path: 
     assert [p.name for p in tmp_path.iterdir()] == ["cli"], "the default report was written outside the run directory"
 
 
+@pytest.mark.slow
 def test_cli_error_is_one_line(tmp_path: Path) -> None:
     done = subprocess.run([*_cli(), str(tmp_path)], capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and done.stdout == ""
@@ -302,6 +313,8 @@ def browser(tmp_path_factory: pytest.TempPathFactory):
         driver.quit()
 
 
+@pytest.mark.browser
+@pytest.mark.slow
 def test_report_in_headless_chromium(report: Path, browser) -> None:
     if browser is None:
         pytest.skip(f"headless browser test needs {CHROMIUM} and {CHROMEDRIVER} (Debian: chromium chromium-driver)")

@@ -98,6 +98,7 @@ def _flags_in_a_spawned_worker(cfg_dict: dict[str, Any], queue: Any) -> None:
     queue.put(runtime.determinism())
 
 
+@pytest.mark.slow
 def test_a_spawned_worker_gets_the_flags(restore_flags: None) -> None:
     cfg = _cfg("runtime.deterministic=true")
     runtime.setup(cfg)  # the parent, as `salt-bench run` does before it starts its workers
@@ -135,6 +136,7 @@ def test_a_bad_compile_mode_is_one_line(value: str) -> None:
     assert "runtime.compile" in str(err.value) and "\n" not in str(err.value)
 
 
+@pytest.mark.slow
 def test_the_flags_change_nothing_on_the_cpu(tiny_dataset: Path, tmp_path: Path, restore_flags: None) -> None:
     """The same cell with and without the deterministic flags: bit-identical weights and history on the CPU."""
     data = tgs.load(tiny_dataset)

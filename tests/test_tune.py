@@ -77,6 +77,7 @@ def resumed(tiny_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> dic
     return {"run_dir": run_dir, "first": first, "second": second, "before": before}
 
 
+@pytest.mark.slow
 def test_study_of_four_resumes_to_six(resumed: dict) -> None:
     assert len(resumed["before"]) == 4
     assert all(s in (TrialState.COMPLETE, TrialState.PRUNED) for s in resumed["before"])
@@ -92,6 +93,7 @@ def test_study_of_four_resumes_to_six(resumed: dict) -> None:
     assert "all-empty baseline (predict no salt anywhere) on these folds: 0.4167" in resumed["second"].stdout  # 10/24
 
 
+@pytest.mark.slow
 def test_each_finished_trial_says_which_of_how_many_and_the_time_left(resumed: dict) -> None:
     for run, n in (("first", 4), ("second", 2)):
         lines = [ln for ln in resumed[run].stdout.splitlines() if ln.startswith("trial ")]
@@ -110,6 +112,7 @@ def test_summary_warns_when_the_best_trial_does_not_beat_predicting_nothing() ->
     assert "does not beat" not in tune.format_outcome(out)
 
 
+@pytest.mark.slow
 def test_bad_trial_is_pruned_or_failed_with_its_reason(resumed: dict) -> None:
     study = optuna.load_study(study_name="tune-unet", storage=_url(resumed["run_dir"]))
     bad = study.trials[4]
@@ -123,6 +126,7 @@ def test_bad_trial_is_pruned_or_failed_with_its_reason(resumed: dict) -> None:
     assert not list(trial_dir.rglob("*.pt")), "a stopped trial left its weights behind"
 
 
+@pytest.mark.slow
 def test_best_yaml_round_trips_into_a_run(resumed: dict, tiny_dataset: Path, tmp_path: Path) -> None:
     run_dir = resumed["run_dir"]
     study = optuna.load_study(study_name="tune-unet", storage=_url(run_dir))
@@ -160,6 +164,7 @@ def _tune(setup: dict, tmp_path: Path, space_text: str = TEST_SPACE, cfg: config
     return tune.tune_arch(cfg, "unet", space, data=setup["data"], assignment=setup["assignment"], **args)
 
 
+@pytest.mark.slow
 def test_diverged_cell_fails_the_trial_with_its_reason_and_the_study_goes_on(
     tiny_setup: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -179,6 +184,7 @@ def test_diverged_cell_fails_the_trial_with_its_reason_and_the_study_goes_on(
     assert out.best_number == 1
 
 
+@pytest.mark.slow
 def test_crashed_worker_trial_is_retried_and_resumes(tiny_dataset: Path, tmp_path: Path) -> None:
     space = tmp_path / "space.yaml"
     space.write_text(TEST_SPACE + "heartbeat: {interval: 1, grace_period: 2, max_retry: 1}\n")
@@ -203,6 +209,7 @@ def test_crashed_worker_trial_is_retried_and_resumes(tiny_dataset: Path, tmp_pat
     assert len(history) == 1 + 4 and not ckpt.exists()
 
 
+@pytest.mark.slow
 def test_all_gives_every_architecture_the_same_budget_and_seed(tiny_dataset: Path, tmp_path: Path,
                                                                capsys: pytest.CaptureFixture) -> None:
     space = tmp_path / "space.yaml"
@@ -219,6 +226,7 @@ def test_all_gives_every_architecture_the_same_budget_and_seed(tiny_dataset: Pat
     assert table[0].split()[:2] == ["arch", "trials"] and [r.split()[0] for r in table[1:]] == ["unet", "linknet"]
 
 
+@pytest.mark.slow
 def test_journal_storage_and_a_study_of_another_protocol_is_refused(tiny_setup: dict, tmp_path: Path) -> None:
     url = f"journal://{tmp_path / 'studies.log'}"
     out = _tune(tiny_setup, tmp_path, storage=url)
@@ -241,6 +249,7 @@ def test_storage_passwords_are_masked() -> None:
     assert "s3cret" not in str(err.value) and "bench:***@" in str(err.value) and "cannot open" in str(err.value)
 
 
+@pytest.mark.slow
 def test_default_space_is_valid_for_every_architecture_of_both_profiles() -> None:
     for name in ("quick.yaml", "benchmark.yaml"):
         cfg = config.load([config.CONFIG_DIR / name])

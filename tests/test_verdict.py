@@ -37,6 +37,7 @@ def _invert_holdout_masks(src: Path, dst: Path, holdout_ids: list[str]) -> None:
     tgs.write(dst, data.ids, data.images, masks, test_ids=data.test_ids(), test_images=data.test_images())
 
 
+@pytest.mark.slow
 def test_the_holdout_is_locked_inverting_its_masks_changes_no_cell(tiny_dataset: Path, tmp_path: Path) -> None:
     sets = tiny_overrides(tiny_dataset, **{"protocol.epochs": 1, "data.holdout": 0.25})
     cfg = config.load([QUICK], sets)
@@ -74,6 +75,7 @@ def test_synthetic_holdout_is_extra_images_after_the_development_set(tmp_path: P
     assert smaller.ids == part.ids and np.array_equal(smaller.masks, part.masks)  # same development images
 
 
+@pytest.mark.slow
 def test_a_killed_cell_resumed_with_a_changed_recipe_restarts_under_the_new_one(tiny_dataset: Path, tmp_path: Path,
                                                                                    capsys) -> None:
     sets = tiny_overrides(tiny_dataset, **{"protocol.epochs": 2})
@@ -103,6 +105,7 @@ def test_a_killed_cell_resumed_with_a_changed_recipe_restarts_under_the_new_one(
     assert _digest(out / rundir.OOF) == _digest(tmp_path / "fresh" / rundir.OOF)
 
 
+@pytest.mark.slow
 def test_crossfit_scores_each_half_by_the_epoch_chosen_on_the_other(tiny_dataset: Path, tmp_path: Path) -> None:
     cfg = config.load([QUICK], tiny_overrides(tiny_dataset, **{"protocol.epochs": 3, "protocol.checkpoint": "crossfit",
                                                                 "data.holdout": 0}))
@@ -120,6 +123,7 @@ def test_crossfit_scores_each_half_by_the_epoch_chosen_on_the_other(tiny_dataset
     assert metrics.val_score == pytest.approx(expected)
 
 
+@pytest.mark.slow
 def test_leaderboard_leads_with_the_columns_outside_tools_read(tiny_dataset: Path, tmp_path: Path) -> None:
     cfg = config.load([QUICK], tiny_overrides(tiny_dataset, **{"protocol.epochs": 1, "data.holdout": 0.25}))
     board = runner.run(cfg, tmp_path / "run", archs=["unet", "linknet"], progress=False)
@@ -153,6 +157,7 @@ def _four_models(tiny_dataset: Path, tmp_path: Path) -> tuple[config.Config, Run
     return cfg, run
 
 
+@pytest.mark.slow
 def test_partial_runs_rank_the_complete_and_say_what_the_others_lack(tiny_dataset: Path, tmp_path: Path) -> None:
     cfg, run = _four_models(tiny_dataset, tmp_path)
     board = pd.read_csv(run.leaderboard_file)
@@ -181,6 +186,7 @@ def test_partial_runs_rank_the_complete_and_say_what_the_others_lack(tiny_datase
         results.aggregate(run)
 
 
+@pytest.mark.slow
 def test_the_aggregate_is_checked_against_what_it_was_built_from(tiny_dataset: Path, tmp_path: Path) -> None:
     _, run = _four_models(tiny_dataset, tmp_path)
     first = run.leaderboard_file.read_text()

@@ -71,6 +71,7 @@ def _cells(run: Path) -> dict[str, str]:
             for p in sorted(run.glob("cells/*/*/oof.npz"))}
 
 
+@pytest.mark.slow
 def test_two_local_workers_give_the_leaderboard_of_one(tiny_dataset: Path, tmp_path: Path) -> None:
     sets = tiny_overrides(tiny_dataset, **{"protocol.epochs": 1, "data.holdout": 0.25})
     one = runner.run(config.load([QUICK], sets + ["runtime.workers=1"]), tmp_path / "one", archs=["unet", "linknet"],
@@ -82,6 +83,7 @@ def test_two_local_workers_give_the_leaderboard_of_one(tiny_dataset: Path, tmp_p
     assert not list((tmp_path / "two").glob("cells/*/*/claim"))  # every claim released
 
 
+@pytest.mark.slow
 def test_two_runs_on_one_directory_never_train_the_same_cell(tiny_dataset: Path, tmp_path: Path) -> None:
     out = tmp_path / "shared"
     sets = tiny_overrides(tiny_dataset, **{"protocol.epochs": 2, "data.holdout": 0})
@@ -98,6 +100,7 @@ def test_two_runs_on_one_directory_never_train_the_same_cell(tiny_dataset: Path,
     assert len(trained) == 6 and len({tuple(t) for t in trained}) == 6, trained  # each cell exactly once
 
 
+@pytest.mark.slow
 def test_workers_exit_when_their_run_is_killed(tiny_dataset: Path, tmp_path: Path) -> None:
     """kill -9 of ``salt-bench run`` leaves no worker training on as an orphan, and its claims are taken over."""
     import signal
