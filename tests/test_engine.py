@@ -19,12 +19,13 @@ import torch
 from bench import config, results, runner
 from bench.atomic import read_json
 from bench.augment import augment
+from bench.cell.data import DeviceData
+from bench.cell.train import train_cell
 from bench.config import AugmentConfig
 from bench.data import tgs
 from bench.data.folds import dataset_fingerprint
 from bench.errors import BenchError
 from bench.rundir import Cell
-from bench.train import DeviceData, train_cell
 from tests.conftest import tiny_overrides
 
 QUICK = config.CONFIG_DIR / "quick.yaml"
