@@ -56,13 +56,13 @@ def count_flops(plan: ArchPlan) -> Flops:
                       plan.protocol.input.mode)
 
 
-def latency_ms(model: torch.nn.Module, cfg: InputConfig, device: torch.device) -> float:
-    """Median milliseconds of one batch-1 forward (no TTA) on ``device`` in the run's arithmetic."""
+def latency_ms(model: torch.nn.Module, cfg: InputConfig, device: torch.device, arithmetic: str) -> float:
+    """Median milliseconds of one batch-1 forward (no TTA) on ``device`` in ``arithmetic`` (the cell's dtype)."""
     was_training = model.training
     model.eval()
     x = to_network(torch.zeros(1, 1, 101, 101, device=device), cfg).contiguous(memory_format=torch.channels_last)
     times = []
-    with torch.no_grad(), autocast(device):
+    with torch.no_grad(), autocast(device, arithmetic):
         for i in range(LATENCY_RUNS + 3):
             t0 = time.perf_counter()
             model(x)

@@ -20,12 +20,13 @@ from typing import Any, Callable
 import torch
 
 from bench import atomic, runtime
+from bench.cell.data import DeviceData
+from bench.cell.train import train_cell
 from bench.config import Config
 from bench.errors import BenchError, summary
 from bench.progress import say, watching
 from bench.redact import mask_url
 from bench.rundir import Cell, CellRecord, RunDir
-from bench.train import DeviceData, train_cell
 
 MAX_RETRIES = 3  # a worker (or node) that dies mid-cell: the cell is rerun from its last checkpoint
 

@@ -16,10 +16,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bench.cell.data import DeviceData
+from bench.cell.prediction import load_model
 from bench.config import Config
 from bench.inference import ensemble_outputs, quantise
 from bench.rundir import Cell, CellRecord, HoldoutPrediction, RunDir
-from bench.train import DeviceData, load_model
 
 
 def complete_groups(run: RunDir, n_folds: int) -> dict[tuple[str, int], list[tuple[Cell, str]]]:
@@ -48,9 +49,10 @@ def _write_model(run: RunDir, ids: np.ndarray, members: list[tuple[Cell, str]], 
     _write(run.holdout_model_file(cell), ids, probs, [cell_hash], head)
 
 
-def predict(run: RunDir, cfg: Config, device: torch.device, *, progress: bool = True) -> list[tuple[str, int]]:
-    """Write each model's and each fold ensemble's holdout prediction where a current one is missing; returns
-    the (arch, seed) groups predicted."""
+def predict(run: RunDir, cfg: Config, device: torch.device, arithmetic: str, *,
+            progress: bool = True) -> list[tuple[str, int]]:
+    """Write each model's and each fold ensemble's holdout prediction, in ``arithmetic`` (the cells'), where a
+    current one is missing; returns the (arch, seed) groups predicted."""
     if not run.holdout_data_file.is_file():
         return []
     stale = []
@@ -69,7 +71,7 @@ def predict(run: RunDir, cfg: Config, device: torch.device, *, progress: bool = 
     images = torch.from_numpy(np.ascontiguousarray(held.images, dtype=np.uint8)).unsqueeze(1).to(device)
     for arch, seed, members in stale:
         models = (load_model(run.cell_dir(cell), device) for cell, _ in members)
-        total, head = ensemble_outputs(models, images, cfg.protocol.input, norm.mean, norm.std, tta=True,
+        total, head = ensemble_outputs(models, images, cfg.protocol.input, norm.mean, norm.std, arithmetic, tta=True,
                                        each=partial(_write_model, run, held.ids, members))
         _write(run.holdout_probs_file(arch, seed), held.ids, total, [h for _, h in members], head)
         if progress:

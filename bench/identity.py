@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from bench.config import ArchPlan
-from bench.inference import arithmetic
+from bench.runtime import arithmetic
 
 #: identity keys that describe where and with what a cell ran (not what it is); a leaderboard needs them equal
 ENVIRONMENT_KEYS = ("device_type", "dtype", "deterministic", "compile", "torch", "smp", "timm", "code")
@@ -52,7 +52,7 @@ def cell_identity(plan: ArchPlan, device: torch.device) -> dict[str, Any]:
     return {
         "protocol_hash": plan.protocol_hash, "arch": plan.arch, "model": plan.model,
         "recipe": dataclasses.asdict(plan.recipe), "epochs": plan.protocol.epochs,  # per architecture under a budget
-        "device_type": device.type, "dtype": arithmetic(device),
+        "device_type": device.type, "dtype": arithmetic(plan.runtime, device),
         "deterministic": plan.runtime.deterministic, "compile": plan.runtime.compile_mode,
         "torch": torch.__version__, "smp": smp.__version__, "timm": timm.__version__, "code": code_version(),
     }

@@ -17,24 +17,11 @@ import torch.nn.functional as F
 from architectures.deterministic import resize_bilinear
 from bench.config import InputConfig
 
-#: what ``runtime.precision: auto`` means per device type (float32 on any other)
-AUTO_ARITHMETIC = {"cuda": "bfloat16", "cpu": "float32"}
-#: the arithmetic per device type, as ``bench.runtime.set_precision`` applied ``runtime.precision`` in this process
-_ARITHMETIC = dict(AUTO_ARITHMETIC)
 
-
-def set_arithmetic(device_type: str, dtype: str) -> None:
-    _ARITHMETIC[device_type] = AUTO_ARITHMETIC.get(device_type, "float32") if dtype == "auto" else dtype
-
-
-def arithmetic(device: torch.device) -> str:
-    """The dtype training and prediction compute in on ``device``: "bfloat16" (autocast) or "float32"."""
-    return _ARITHMETIC.get(device.type, "float32")
-
-
-def autocast(device: torch.device) -> contextlib.AbstractContextManager:
-    """bf16 autocast where ``arithmetic`` says so (CUDA by default), plain fp32 otherwise."""
-    if arithmetic(device) == "bfloat16":
+def autocast(device: torch.device, arithmetic: str) -> contextlib.AbstractContextManager:
+    """bf16 autocast where ``arithmetic`` (``bench.runtime.arithmetic``: the cell's dtype) is "bfloat16", plain
+    fp32 otherwise."""
+    if arithmetic == "bfloat16":
         return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
@@ -99,11 +86,12 @@ def predict_outputs(
     cfg: InputConfig,
     mean: float,
     std: float,
+    arithmetic: str,
     *,
     batch_size: int = 64,
     tta: bool = True,
 ) -> Outputs:
-    """Probabilities of ``images`` (N,1,101,101 uint8), on their device, and the images/s it took.
+    """Probabilities of ``images`` (N,1,101,101 uint8), on their device, in ``arithmetic``, and the images/s it took.
 
     With ``tta`` each prediction, masks and head alike, is the mean of the image's and its horizontal
     flip's probabilities (masks flipped back).
@@ -120,7 +108,7 @@ def predict_outputs(
     for i in range(0, images.shape[0], batch_size):
         x = normalise(images[i : i + batch_size], mean, std)
         views = [x, x.flip(-1)] if tta else [x]
-        with autocast(device):
+        with autocast(device, arithmetic):
             xin = to_network(torch.cat(views), cfg).contiguous(memory_format=torch.channels_last)
             logits, head_logits = split_outputs(model(xin))
         probs = torch.sigmoid(from_network(logits.float(), cfg, size))[:, 0]
@@ -147,6 +135,7 @@ def ensemble_outputs(
     cfg: InputConfig,
     mean: float,
     std: float,
+    arithmetic: str,
     *,
     tta: bool = True,
     batch_size: int = 64,
@@ -170,7 +159,8 @@ def ensemble_outputs(
         masks = torch.empty_like(total)
         head: torch.Tensor | None = torch.empty(n, device=images.device)
         for i in range(0, n, step):
-            out = predict_outputs(model, images[i : i + step], cfg, mean, std, batch_size=batch_size, tta=tta)
+            out = predict_outputs(model, images[i : i + step], cfg, mean, std, arithmetic, batch_size=batch_size,
+                                  tta=tta)
             masks[i : i + step] = out.masks
             if out.head is None:
                 head = None

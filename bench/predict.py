@@ -23,13 +23,14 @@ import pandas as pd
 import torch
 
 from bench import atomic, postprocess, results, runtime
+from bench.cell.data import DeviceData
+from bench.cell.prediction import load_model
 from bench.config import Config
 from bench.data import source, tgs
 from bench.data.rle import rle_encode
 from bench.errors import BenchError
 from bench.inference import ensemble_outputs, quantise
 from bench.rundir import METRICS, MODEL, OOF, Cell, CellRecord, Ensembles, RunDir, read_weights
-from bench.train import DeviceData, load_model
 
 _CHUNK = 1024  # test images per predict_outputs call: the progress bar's step
 _BATCH = 128
@@ -165,9 +166,10 @@ def load_test_set(cfg: Config) -> tuple[list[str], np.ndarray]:
 def predict_test(cfg: Config, cells: dict[str, list[Path]], images: np.ndarray, mean: float, std: float,
                  device: torch.device, tta: str, *, progress: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
     """Test probability levels (N, 101, 101) uint8 and head probabilities (N,) (None without the head): the mean over
-    each member's fold/seed models (``inference.ensemble_outputs``), then over members."""
+    each member's fold/seed models (``inference.ensemble_outputs``), then over members, in the run's arithmetic."""
     from tqdm.auto import tqdm
 
+    arithmetic = runtime.arithmetic(cfg.runtime, device)
     x = torch.from_numpy(np.ascontiguousarray(images, dtype=np.uint8)).unsqueeze(1).to(device)
     n_models = sum(len(d) for d in cells.values())
     total: torch.Tensor | None = None
@@ -176,7 +178,7 @@ def predict_test(cfg: Config, cells: dict[str, list[Path]], images: np.ndarray, 
     with tqdm(total=n_models * x.shape[0], desc="predict", unit="img", disable=not progress) as bar:
         for dirs in cells.values():
             models = (load_model(cell, device) for cell in dirs)
-            member, head = ensemble_outputs(models, x, cfg.protocol.input, mean, std, tta=tta == "flip",
+            member, head = ensemble_outputs(models, x, cfg.protocol.input, mean, std, arithmetic, tta=tta == "flip",
                                             batch_size=_BATCH, chunk=_CHUNK, progress=bar.update)
             total = member if total is None else total + member
             has_head = has_head and head is not None

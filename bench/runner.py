@@ -134,7 +134,7 @@ def run(cfg: Config, run_dir: Path | RunDir, *, archs: list[str] | None = None, 
     if not run.holdout_data_file.is_file():
         ImageSet(np.array(data.holdout_ids), data.holdout_images, data.holdout_masks).write(run.holdout_data_file)
     bfolds.export_imagesets(data.ids, data.folds, run.imagesets_dir)
-    env = runtime.environment(device or torch.device("cpu"))
+    env = runtime.environment(cfg.runtime, device or torch.device("cpu"))
     if device is None:
         env.update(executor=executor, device=executor, device_name="Ray workers (each cell's metrics.json has its device)")
     atomic.write_json(run.env_file, env)
@@ -144,8 +144,7 @@ def run(cfg: Config, run_dir: Path | RunDir, *, archs: list[str] | None = None, 
         EXECUTORS[executor](pending, cfg, run, progress=progress, **(executor_options or {}))
     if device is None:  # the driver predicts the holdout in the arithmetic the cells trained in
         device = runtime.pick_device(cfg.runtime)
-        runtime.set_precision(cfg.runtime, device)
-    holdout.predict(run, cfg, device, progress=progress)
+    holdout.predict(run, cfg, device, runtime.arithmetic(cfg.runtime, device, announce=True), progress=progress)
     board, _ = results.aggregate(run, allow_mixed=allow_mixed)
     return board
 

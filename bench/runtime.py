@@ -18,7 +18,6 @@ import torch
 from torch import nn
 
 import architectures
-from bench import inference
 from bench.config import CONFIG_DIR, Config, RuntimeConfig
 from bench.errors import BenchError
 
@@ -128,18 +127,24 @@ def native_bf16() -> bool:
     return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
 
 
-def set_precision(runtime: RuntimeConfig, device: torch.device) -> str:
-    """Apply ``runtime.precision`` on ``device`` in this process (``bench.inference.autocast``) and return the dtype.
+#: what ``runtime.precision: auto`` means per device type (float32 on any other)
+AUTO_ARITHMETIC = {"cuda": "bfloat16", "cpu": "float32"}
+
+
+def arithmetic(runtime: RuntimeConfig, device: torch.device, *, announce: bool = False) -> str:
+    """The dtype training and prediction compute in on ``device`` under ``runtime.precision``: "bfloat16"
+    (``bench.inference.autocast``) or "float32"; the cell identity records it.
 
     bfloat16 on a CPU without native bf16 would train several times slower, not faster: float32 is used there,
-    said in one line, and the cell identity records which one ran.
+    said in one line where ``announce`` (once per process, where the runtime is set up).
     """
-    dtype = runtime.precision
-    if dtype == "bfloat16" and device.type == "cpu" and not native_bf16():
-        print("runtime.precision: this CPU has no native bf16 (avx512_bf16/AMX): training in float32 instead")
-        dtype = "float32"
-    inference.set_arithmetic(device.type, dtype)
-    return inference.arithmetic(device)
+    if runtime.precision == "auto":
+        return AUTO_ARITHMETIC.get(device.type, "float32")
+    if runtime.precision == "bfloat16" and device.type == "cpu" and not native_bf16():
+        if announce:
+            print("runtime.precision: this CPU has no native bf16 (avx512_bf16/AMX): training in float32 instead")
+        return "float32"
+    return runtime.precision
 
 
 def setup(cfg: Config) -> torch.device:
@@ -147,7 +152,7 @@ def setup(cfg: Config) -> torch.device:
     set_determinism(cfg.runtime.deterministic)
     device = pick_device(cfg.runtime)
     set_threads(cfg.runtime)
-    set_precision(cfg.runtime, device)
+    arithmetic(cfg.runtime, device, announce=True)
     return device
 
 
@@ -198,8 +203,8 @@ def git_commit() -> str | None:
     return out.stdout.strip() or None if out.returncode == 0 else None
 
 
-def environment(device: torch.device) -> dict[str, Any]:
-    """What ran the benchmark: versions, device, threads, commit and time (``env.json``)."""
+def environment(runtime: RuntimeConfig, device: torch.device) -> dict[str, Any]:
+    """What ran the benchmark: versions, device, threads, arithmetic, commit and time (``env.json``)."""
     import optuna
     import segmentation_models_pytorch as smp
     import timm
@@ -210,6 +215,6 @@ def environment(device: torch.device) -> dict[str, Any]:
         "torch": torch.__version__, "smp": smp.__version__, "timm": timm.__version__, "optuna": optuna.__version__,
         "numpy": np.__version__, "device": str(device),
         "device_name": device_name(device),
-        "threads": torch.get_num_threads(), "precision": inference.arithmetic(device), "git_commit": git_commit(),
+        "threads": torch.get_num_threads(), "precision": arithmetic(runtime, device), "git_commit": git_commit(),
         "determinism": determinism(),
     }

@@ -29,7 +29,7 @@ def main() -> None:
     torch.set_num_threads(1)
     for name in args.configs.split(","):
         cfg = config.load([config.CONFIG_DIR / name], ["runtime.device=cpu", f"protocol.batch_size={args.batch}"])
-        dtype = runtime.set_precision(cfg.runtime, torch.device("cpu"))
+        dtype = runtime.arithmetic(cfg.runtime, torch.device("cpu"), announce=True)
         p = cfg.protocol
         rows = []
         for arch in args.archs.split(",") if args.archs else cfg.architectures:

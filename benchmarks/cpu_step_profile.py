@@ -22,7 +22,7 @@ from torch.profiler import ProfilerActivity, profile, record_function
 
 import architectures
 from bench import config
-from bench.train import batch_stream
+from bench.cell.data import batch_stream
 
 PHASES = ("batch", "forward+loss", "backward", "optimizer")
 #: operator name fragments per category, first match wins (aten names, forward and backward)

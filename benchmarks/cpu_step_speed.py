@@ -19,10 +19,11 @@ import numpy as np
 import torch
 
 import architectures
-from bench import config, runtime
+from bench import config
+from bench.cell.data import DeviceData, batch_stream
+from bench.cell.trainer import Trainer
 from bench.config import ArchPlan
 from bench.rundir import Cell
-from bench.train import DeviceData, Trainer, batch_stream
 
 #: candidates measured when none is given: the shipped profile, then one change each
 DEFAULT_CANDIDATES = {
@@ -43,8 +44,7 @@ def parse_candidate(text: str) -> tuple[str, list[str]]:
 
 def harness(cfg: config.Config, arch: str, steps: int) -> tuple[ArchPlan, DeviceData, torch.Tensor, Trainer]:
     """``arch``'s real trainer under ``cfg`` on the CPU, with ``steps`` batches of random images and masks (and their
-    indices) to feed it; the arithmetic is the config's on this CPU (``runtime.set_precision``)."""
-    runtime.set_precision(cfg.runtime, torch.device("cpu"))
+    indices) to feed it; the arithmetic is the config's on this CPU (``runtime.arithmetic``, the trainer's)."""
     plan = cfg.plan(arch)
     n = plan.protocol.batch_size * steps
     rng = np.random.default_rng(0)

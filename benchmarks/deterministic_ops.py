@@ -35,10 +35,12 @@ from torch import nn
 
 import architectures
 from architectures.deterministic import AdaptiveAvgPool, BilinearResize, nondeterministic_ops, resize_bilinear
-from bench import config, inference, runtime
+from bench import config, runtime
+from bench.cell.data import DeviceData, FoldSplit
+from bench.cell.loop import train_one_epoch, validate
+from bench.cell.trainer import Trainer
 from bench.config import Config
 from bench.rundir import Cell
-from bench.train import DeviceData, Split, Trainer, train_one_epoch, validate
 
 CONFIGS = ("quick", "benchmark")
 #: what the trace sets on each config: the CPU, two images a batch, the empty-vs-salt head on
@@ -67,7 +69,7 @@ def harness_ops(cfg: Config, arch: str, cuda_kernels: bool) -> list[str]:
     p = cfg.plan(arch).protocol
     data = random_data(2 * p.batch_size)
     folds = np.r_[np.ones(p.batch_size, dtype=np.int64), np.zeros(p.batch_size, dtype=np.int64)]
-    split = Split.of(data, folds, 0, p)
+    split = FoldSplit.of(data, folds, 0, p)
     trainer = trainer_for(cfg, arch, data, cuda_kernels)
     cell = Cell(arch, 0, 0)
     stages = [0] if p.loss.then is None else [0, p.loss.switch_epoch]
@@ -250,7 +252,7 @@ def main() -> None:
     device = runtime.setup(quick)
     torch.set_num_threads(args.threads)
     print(f"\nTrainer.step on the CPU at quick.yaml's geometry ({quick.protocol.input.size} px, batch "
-          f"{quick.protocol.batch_size}, {inference.arithmetic(device)}), median of {args.steps}")
+          f"{quick.protocol.batch_size}, {runtime.arithmetic(quick.runtime, device)}), median of {args.steps}")
     print("arch  library_ms  deterministic_ms  ratio")
     for arch in archs:
         lib, det = step_times(quick, arch, args.steps)

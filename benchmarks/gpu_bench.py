@@ -87,12 +87,15 @@ from torch.autograd import DeviceType
 
 import architectures
 from bench import atomic, checkpoint, config, losses, runtime
+from bench.cell.data import DeviceData, batch_stream
+from bench.cell.loop import CellState, train_one_epoch, validate
+from bench.cell.prediction import finish
+from bench.cell.trainer import Trainer
 from bench.config import ArchPlan, Config, ProtocolConfig
 from bench.errors import BenchError
 from bench.identity import cell_hash, cell_identity
 from bench.inference import autocast, from_network, split_outputs, to_network
 from bench.rundir import Cell
-from bench.train import CellState, DeviceData, Trainer, batch_stream, finish, train_one_epoch, validate
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE_SET = ["runtime.device=cpu", "protocol.model.encoder=tu-test_resnet", "protocol.model.encoder_weights=null",
@@ -164,7 +167,7 @@ def _bare_step(plan: ArchPlan, trainer: Trainer, terms: dict[str, float], x: tor
 
     def step() -> None:
         opt.zero_grad(set_to_none=True)
-        with autocast(device):
+        with autocast(device, trainer.arithmetic):
             logits, head = split_outputs(model(xin))
         loss = loss_fn(from_network(logits.float(), p.input, trainer.size, deterministic=trainer.deterministic_kernels), y)
         if p.empty_head is not None:  # the same extra term as the harness's, so both steps do the same work

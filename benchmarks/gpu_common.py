@@ -11,8 +11,9 @@ import pandas as pd
 import torch
 
 from bench import cost
+from bench.cell.data import DeviceData, FoldSplit
+from bench.cell.loop import is_validation_epoch
 from bench.config import ArchPlan, Config, ProtocolConfig
-from bench.train import DeviceData, Split, validates
 
 MAX_CHUNK = 32  # steps a time-boxed loop runs between two looks at the clock (each look waits for the device)
 
@@ -50,7 +51,7 @@ def epochs_by_stage(p: ProtocolConfig) -> dict[str, int]:
 
 def validations(plan: ArchPlan) -> int:
     """Validated epochs of a cell (``runtime.validate_every`` and the last)."""
-    return sum(validates(plan, e) for e in range(plan.protocol.epochs))
+    return sum(is_validation_epoch(plan, e) for e in range(plan.protocol.epochs))
 
 
 def checkpoints(plan: ArchPlan, cell_s: float) -> int:
@@ -69,15 +70,15 @@ def random_data(n: int, device: torch.device) -> DeviceData:
     return DeviceData.from_arrays([f"{i:05d}" for i in range(n)], images, masks, device)
 
 
-def split_of(data: DeviceData, n_train: int, p: ProtocolConfig) -> Split:
-    """A real ``Split`` whose training images are the first ``n_train`` (whole batches), validation the rest."""
+def split_of(data: DeviceData, n_train: int, p: ProtocolConfig) -> FoldSplit:
+    """A real ``FoldSplit`` whose training images are the first ``n_train`` (whole batches), validation the rest."""
     folds = np.zeros(len(data.ids), dtype=np.int64)
     folds[:n_train] = 1
-    return Split.of(data, folds, 0, p)
+    return FoldSplit.of(data, folds, 0, p)
 
 
-def chunk_splits(data: DeviceData, p: ProtocolConfig, steps: int) -> dict[int, Split]:
-    """A ``Split`` of n batches for each chunk size ``boxed`` can choose up to ``steps`` steps (built ahead: building
+def chunk_splits(data: DeviceData, p: ProtocolConfig, steps: int) -> dict[int, FoldSplit]:
+    """A ``FoldSplit`` of n batches for each chunk size ``boxed`` can choose up to ``steps`` steps (built ahead: building
     one waits for the device). ``data`` holds at least ``max_chunk(steps)`` batches."""
     return {n: split_of(data, n * p.batch_size, p) for n in chunk_sizes(steps)}
 

@@ -26,10 +26,12 @@ from gpu_common import (
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from bench import cost, runtime
+from bench.cell.data import DeviceData
+from bench.cell.loop import train_one_epoch
+from bench.cell.trainer import Trainer
 from bench.config import Config, ProtocolConfig
 from bench.inference import predict_outputs
 from bench.rundir import Cell
-from bench.train import DeviceData, Trainer, train_one_epoch
 
 COUNT_BATCH = 2  # counted at this batch: FLOPs scale with the batch exactly, the ops per step do not change
 
@@ -128,7 +130,7 @@ def count_ops(cfg: Config, arch: str, data: DeviceData) -> OpCounts:
     images = data.images[: p.batch_size]
     for kind in ("plain", "tta"):
         counter, _ = counted(lambda t=kind == "tta": predict_outputs(trainer.model, images, p.input, data.mean,
-                                                                       data.std, tta=t))
+                                                                       data.std, trainer.arithmetic, tta=t))
         predict_ops[kind] = counter.total
     state_bytes = sum(t.numel() * t.element_size() for t in _tensors(trainer.state()))
     flops = cost.count_flops(plan)  # per image, the count every cell records
@@ -174,7 +176,7 @@ ASSUMPTIONS = {a.name: a for a in (
     Assumption("us_per_op", 4.0, 10.0, "us",
                "host time per counted op in a worker: dispatch, autograd bookkeeping, kernel launch (eager, one core)"),
     Assumption("d2h_gb_s", 20.0, 5.0, "GB/s", "device->host copy of a checkpoint snapshot (pageable memory)"),
-    Assumption("cell_setup_s", 2.0, 8.0, "s", "per cell: model construction, Split, first-step cuDNN heuristics"),
+    Assumption("cell_setup_s", 2.0, 8.0, "s", "per cell: model construction, FoldSplit, first-step cuDNN heuristics"),
     Assumption("worker_start_s", 10.0, 30.0, "s", "once per worker: spawn, imports, CUDA context, data.npz to the GPU"),
 )}
 

@@ -30,10 +30,11 @@ import torch
 from gpu_common import Mode, boxed, chunk_splits, fmt, grid_steps_per_epoch, max_chunk, print_table, random_data, split_of
 
 from bench import config, executors, runtime
+from bench.cell.loop import train_one_epoch
+from bench.cell.trainer import Trainer
 from bench.config import Config
 from bench.errors import BenchError, summary
 from bench.rundir import Cell
-from bench.train import Trainer, train_one_epoch
 
 MPS_CONTROL = "nvidia-cuda-mps-control"
 BARRIER_TIMEOUT_S = 300.0  # a process whose partner never reaches the barrier gives up and reports it

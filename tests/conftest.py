@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 from _pytest.terminal import TerminalReporter
@@ -64,17 +63,6 @@ def _few_threads() -> None:
     except ImportError:
         return
     torch.set_num_threads(1)
-
-
-@pytest.fixture(autouse=True)
-def _default_arithmetic() -> Iterator[None]:
-    """``runtime.setup`` sets the process's arithmetic from the config it is given (``runtime.precision``); each
-    test starts from ``auto``, whatever an earlier test in this process set up."""
-    from bench import inference
-
-    yield
-    for device_type in inference.AUTO_ARITHMETIC:
-        inference.set_arithmetic(device_type, "auto")
 
 
 @pytest.fixture(scope="session")

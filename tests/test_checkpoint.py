@@ -14,9 +14,10 @@ import torch
 
 from bench import checkpoint, cli, config
 from bench import rundir as layout
+from bench.cell.data import DeviceData
+from bench.cell.train import train_cell
 from bench.data import folds, tgs
 from bench.rundir import Cell
-from bench.train import DeviceData, train_cell
 from tests.conftest import tiny_overrides
 
 pytestmark = pytest.mark.slow

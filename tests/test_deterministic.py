@@ -25,7 +25,7 @@ from architectures.deterministic import (
 )
 from bench import rundir as layout
 from bench import runtime
-from bench.train import load_model
+from bench.cell.prediction import load_model
 
 ROOT = Path(__file__).resolve().parents[1]
 NAMES = architectures.names()

@@ -22,12 +22,14 @@ from hypothesis import strategies as st
 from architectures import EMPTY_HEAD_DEFAULTS, names
 from bench import classifier, cli, config, postprocess, predict, runner, stats
 from bench.atomic import read_json
+from bench.cell.data import DeviceData
+from bench.cell.train import train_cell
+from bench.cell.trainer import Trainer
 from bench.data import tgs
 from bench.errors import BenchError
 from bench.inference import from_network, to_network
 from bench.metrics import tgs_precision
 from bench.rundir import Cell, RunDir
-from bench.train import DeviceData, Trainer, train_cell
 from tests.conftest import tiny_overrides
 from tests.test_report import CHROMEDRIVER, CHROMIUM
 

@@ -18,11 +18,12 @@ import torch
 
 from bench import config, results, runner
 from bench.atomic import read_json
+from bench.cell.data import DeviceData
+from bench.cell.train import train_cell
 from bench.data import tgs
 from bench.data.folds import dataset_fingerprint
 from bench.errors import BenchError
 from bench.rundir import Cell
-from bench.train import DeviceData, train_cell
 from tests.conftest import tiny_overrides
 
 pytestmark = pytest.mark.slow

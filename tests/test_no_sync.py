@@ -6,9 +6,11 @@ from pathlib import Path
 import torch
 
 from bench import config
+from bench.cell.data import DeviceData, FoldSplit
+from bench.cell.loop import train_one_epoch
+from bench.cell.trainer import Trainer
 from bench.data.partition import partition
 from bench.rundir import Cell
-from bench.train import DeviceData, Split, Trainer, train_one_epoch
 from tests.conftest import tiny_overrides
 from tests.host_sync import count_host_syncs
 
@@ -20,7 +22,7 @@ def _epoch_syncs(tiny_dataset: Path, tmp_path: Path, batch_size: int) -> tuple[l
     part = partition(cfg, tmp_path / f"s{batch_size}.json", tmp_path / f"h{batch_size}.json")
     data = DeviceData.from_arrays(part.ids, part.images, part.masks, torch.device("cpu"))
     plan = part.cfg.plan("unet")
-    split = Split.of(data, part.folds, 0, plan.protocol)
+    split = FoldSplit.of(data, part.folds, 0, plan.protocol)
     trainer = Trainer(plan, Cell("unet", 0, 0), data, split.steps_per_epoch)
     # AdamW's per-parameter step counters are host tensors on every device (fused AdamW on CUDA reads none):
     # reading them never waits for a GPU, so they are exempt

@@ -17,13 +17,14 @@ from PIL import Image
 
 from bench import cli, config, postprocess, predict, runner, runtime
 from bench.atomic import read_json, write_npz
+from bench.cell.data import DeviceData
+from bench.cell.prediction import load_model
 from bench.data import tgs
 from bench.data.rle import rle_decode
 from bench.inference import predict_outputs
 from bench.metrics import best_threshold, tgs_score
 from bench.postprocess import Decision
 from bench.rundir import Ensembles, RunDir
-from bench.train import DeviceData, load_model
 from tests.conftest import tiny_overrides
 
 QUICK = config.CONFIG_DIR / "quick.yaml"
@@ -66,7 +67,7 @@ def _in_memory_levels(run_dir: Path, data_dir: Path, members: list[str], tta: st
     """The test probability levels recomputed here from the cells' models, step by step, in the run's arithmetic
     (``runtime.precision``), as ``salt-bench predict`` applies it."""
     cfg = RunDir(run_dir).config()
-    runtime.set_precision(cfg.runtime, torch.device("cpu"))
+    arithmetic = runtime.arithmetic(cfg.runtime, torch.device("cpu"))
     data = RunDir(run_dir).load_data()
     stats = DeviceData.from_arrays(data.ids, data.images, data.masks, torch.device("cpu"))
     images = torch.from_numpy(tgs.load(data_dir).test_images()).unsqueeze(1)
@@ -75,7 +76,7 @@ def _in_memory_levels(run_dir: Path, data_dir: Path, members: list[str], tta: st
         cells = [run_dir / "cells" / arch / f"fold{f}-seed{s}"
                  for s in cfg.protocol.seeds for f in range(cfg.protocol.folds)]
         probs = [predict_outputs(load_model(c, torch.device("cpu")), images, cfg.protocol.input, stats.mean, stats.std,
-                                 tta=tta == "flip").masks for c in cells]
+                                 arithmetic, tta=tta == "flip").masks for c in cells]
         per_member.append(torch.stack(probs).mean(0))
     return (torch.stack(per_member).mean(0).clamp(0, 1) * 255).round().to(torch.uint8).numpy()
 

@@ -13,13 +13,15 @@ import numpy as np
 import pytest
 import torch
 
-from bench import config, inference, runtime
+from bench import config, runtime
 from bench import rundir as layout
+from bench.cell.data import DeviceData
+from bench.cell.train import train_cell
+from bench.cell.trainer import Trainer
 from bench.data import folds, tgs
 from bench.errors import BenchError
 from bench.identity import cell_hash, cell_identity
 from bench.rundir import Cell
-from bench.train import DeviceData, Trainer, train_cell
 from tests.conftest import tiny_overrides
 
 QUICK = config.CONFIG_DIR / "quick.yaml"
@@ -52,11 +54,11 @@ def test_setup_sets_the_flags_both_ways_and_env_json_records_them(restore_flags:
     assert not torch.utils.deterministic.fill_uninitialized_memory
     assert torch.backends.cudnn.deterministic and not torch.backends.cudnn.benchmark
     assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == runtime.CUBLAS_WORKSPACE
-    assert runtime.environment(device)["determinism"] == DETERMINISTIC_FLAGS
+    assert runtime.environment(_cfg().runtime, device)["determinism"] == DETERMINISTIC_FLAGS
     runtime.setup(_cfg("runtime.deterministic=false"))
     assert not torch.are_deterministic_algorithms_enabled()
     assert not torch.backends.cudnn.deterministic and torch.backends.cudnn.benchmark
-    assert runtime.environment(device)["determinism"]["deterministic_algorithms"] is False
+    assert runtime.environment(_cfg().runtime, device)["determinism"]["deterministic_algorithms"] is False
 
 
 def test_an_op_without_a_deterministic_kernel_raises_instead_of_warning(restore_flags: None) -> None:
@@ -89,7 +91,7 @@ def test_env_json_names_the_cpu_model(tmp_path: Path) -> None:
     info.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 9B14\nflags\t\t: avx512_bf16\n")
     assert runtime.cpu_name(info) == "AMD EPYC 9B14"
     assert runtime.cpu_name(tmp_path / "missing") not in ("", None)
-    assert runtime.environment(torch.device("cpu"))["device_name"] == runtime.cpu_name()
+    assert runtime.environment(_cfg().runtime, torch.device("cpu"))["device_name"] == runtime.cpu_name()
 
 
 def _flags_in_a_spawned_worker(cfg_dict: dict[str, Any], queue: Any) -> None:
@@ -175,16 +177,18 @@ def test_the_trainer_compiles_its_forward_in_the_configured_mode(value: str, mod
 
 @pytest.mark.parametrize("precision,native,expected", [("auto", True, "float32"), ("float32", True, "float32"),
                                                        ("bfloat16", True, "bfloat16"), ("bfloat16", False, "float32")])
-def test_precision_sets_the_arithmetic_the_identity_and_env_json(precision: str, native: bool, expected: str,
+def test_precision_decides_the_arithmetic_the_identity_and_env_json(precision: str, native: bool, expected: str,
                                                                  monkeypatch: pytest.MonkeyPatch,
                                                                  capsys: pytest.CaptureFixture[str]) -> None:
     """bfloat16 on the CPU only where it is native; whatever runs is what the cell identity and env.json say."""
     monkeypatch.setattr(runtime, "native_bf16", lambda: native)
     cfg = _cfg(f"runtime.precision={precision}")
     device = runtime.setup(cfg)
-    assert inference.arithmetic(device) == expected
+    assert runtime.arithmetic(cfg.runtime, device) == expected
+    data = DeviceData.from_arrays(["a", "b"], np.zeros((2, 101, 101), np.uint8), np.zeros((2, 101, 101), bool), device)
+    assert Trainer(cfg.plan("unet"), Cell("unet", 0, 0), data, steps_per_epoch=1).arithmetic == expected
     assert cell_identity(cfg.plan("unet"), device)["dtype"] == expected
-    assert runtime.environment(device)["precision"] == expected
+    assert runtime.environment(cfg.runtime, device)["precision"] == expected
     said = capsys.readouterr().out
     assert ("no native bf16" in said) == (precision == "bfloat16" and not native)
 

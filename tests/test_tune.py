@@ -19,11 +19,11 @@ from optuna.trial import TrialState
 
 from bench import cli, config, runner, tune
 from bench.atomic import read_json
+from bench.cell.data import DeviceData
 from bench.data import folds as bfolds
 from bench.data import source
 from bench.errors import BenchError
 from bench.rundir import Cell
-from bench.train import DeviceData
 from bench.tune.space import load_space
 from tests.conftest import tiny_overrides
 
@@ -168,11 +168,11 @@ def _tune(setup: dict, tmp_path: Path, space_text: str = TEST_SPACE, cfg: config
 def test_diverged_cell_fails_the_trial_with_its_reason_and_the_study_goes_on(
     tiny_setup: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from bench import train
+    from bench.cell import trainer
 
     # lr=10 does not overflow float32 in two tiny epochs; make it, as it does at scale, give a non-finite loss
-    step = train.Trainer.step
-    monkeypatch.setattr(train.Trainer, "step", lambda self, x, y, epoch: step(self, x, y, epoch) * (
+    step = trainer.Trainer.step
+    monkeypatch.setattr(trainer.Trainer, "step", lambda self, x, y, epoch: step(self, x, y, epoch) * (
         float("nan") if self.protocol.optimizer.lr >= 10 else 1.0))
     url = f"sqlite:///{tmp_path / 'div.db'}"
     optuna.create_study(study_name="div", storage=url, direction="maximize").enqueue_trial({"train.optimizer.lr": 10.0})

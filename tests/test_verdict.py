@@ -12,12 +12,13 @@ import pytest
 import torch
 
 from bench import atomic, config, results, rundir, runner, stats
+from bench.cell.data import DeviceData
+from bench.cell.train import train_cell
 from bench.data import tgs
 from bench.data.partition import partition
 from bench.errors import BenchError
 from bench.results import LEAD_COLUMNS
 from bench.rundir import Cell, RunDir
-from bench.train import DeviceData, train_cell
 from tests.conftest import tiny_overrides
 
 QUICK = Path(__file__).resolve().parents[1] / "configs" / "quick.yaml"
@@ -194,12 +195,12 @@ def test_the_aggregate_is_checked_against_what_it_was_built_from(tiny_dataset: P
     board, _ = results.current(run)
     assert run.leaderboard_file.read_text() == first and len(board) == 2
 def test_validation_every_tenth_epoch_and_the_last_unless_selection_needs_them_all() -> None:
-    from bench.train import validates
+    from bench.cell.loop import is_validation_epoch
 
     plan = config.load([QUICK]).plan("unet")
     assert plan.runtime.validate_every == 10 and plan.protocol.epochs == 40
-    assert [e for e in range(40) if validates(plan, e)] == [9, 19, 29, 39]
+    assert [e for e in range(40) if is_validation_epoch(plan, e)] == [9, 19, 29, 39]
     crossfit = config.load([QUICK], ["protocol.checkpoint=crossfit"]).plan("unet")
-    assert all(validates(crossfit, e) for e in range(40))
+    assert all(is_validation_epoch(crossfit, e) for e in range(40))
     last = config.load([QUICK], ["runtime.validate_every=5", "protocol.epochs=7"]).plan("unet")
-    assert [e for e in range(7) if validates(last, e)] == [4, 6]
+    assert [e for e in range(7) if is_validation_epoch(last, e)] == [4, 6]

@@ -45,7 +45,7 @@ class AugmentConfig:
 
 @dataclass
 class OptimizerConfig:
-    name: str = field(default="adamw", metadata=_range(choices=("adamw", "sgd")))
+    name: str = "adamw"  # a name in bench.cell.optim.OPTIMIZERS (checked by bench.config.validate)
     lr: float = field(default=1e-3, metadata=_range(1e-7, 10))
     weight_decay: float = field(default=1e-4, metadata=_range(0, 1))
     momentum: float = field(default=0.9, metadata=_range(0, 1))  # sgd only
@@ -53,7 +53,7 @@ class OptimizerConfig:
 
 @dataclass
 class SchedulerConfig:
-    name: str = field(default="cosine", metadata=_range(choices=("cosine", "plateau", "none")))
+    name: str = "cosine"  # a name in bench.cell.optim.SCHEDULERS (checked by bench.config.validate)
     warmup_epochs: int = field(default=1, metadata=_range(0))
     min_lr_ratio: float = field(default=0.01, metadata=_range(0, 1))  # cosine floor, as a fraction of lr
     factor: float = field(default=0.5, metadata=_range(0.01, 0.99))  # plateau
@@ -135,7 +135,7 @@ class RuntimeConfig:
     deterministic: bool = True
     threads: int | None = field(default=None, metadata=_range(1))
     # the arithmetic of training and prediction: auto = bfloat16 autocast on CUDA, float32 on the CPU; bfloat16
-    # on a CPU is used only where the CPU has native bf16 (``bench.runtime.set_precision``)
+    # on a CPU is used only where the CPU has native bf16 (``bench.runtime.arithmetic``)
     precision: str = field(default="auto", metadata=_range(choices=PRECISIONS))
     # seconds between resume checkpoints of a cell (0: after every epoch); a kill loses at most this much work,
     # and at 60 s writing model + optimizer state stays far below 2% of a cell's time

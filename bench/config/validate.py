@@ -5,7 +5,7 @@ from __future__ import annotations
 from bench.config.build import check_finite_within
 from bench.config.plan import ARCH_RESERVED
 from bench.config.schema import Config
-from bench.config.sections import COMPILE_MODES
+from bench.config.sections import COMPILE_MODES, ProtocolConfig
 from bench.errors import BenchError
 
 
@@ -19,6 +19,19 @@ def check_name(name: str, what: str) -> None:
         raise BenchError(f"{what}: {name!r} {problem}; a name, not a path, is expected (choose the folder with --out)")
 
 
+def _check_registered(name: str, registry: dict, key: str) -> None:
+    if name not in registry:
+        raise BenchError(f"{key}: {name!r} is not one of {', '.join(registry)}")
+
+
+def _check_recipe_names(protocol: ProtocolConfig, where: str) -> None:
+    """The optimiser and schedule are names in their registries (``bench.cell.optim``), their one home."""
+    from bench.cell.optim import OPTIMIZERS, SCHEDULERS  # local: config must not import torch at module import time
+
+    _check_registered(protocol.optimizer.name, OPTIMIZERS, f"{where}.optimizer.name")
+    _check_registered(protocol.scheduler.name, SCHEDULERS, f"{where}.scheduler.name")
+
+
 def validate(cfg: Config, source: str) -> None:
     """Refuse ``cfg`` (built from ``source``) at its first problem, as one line naming ``source`` and the key."""
     from bench import losses  # local: config must not import torch at module import time
@@ -29,6 +42,7 @@ def validate(cfg: Config, source: str) -> None:
         raise BenchError(f"{source}: runtime.compile: {cfg.runtime.compile!r} is not one of false, true, default, "
                          "reduce-overhead")
 
+    _check_recipe_names(cfg.protocol, f"{source}: protocol")
     for part in ("first", "then"):
         terms = getattr(cfg.protocol.loss, part)
         if terms is not None:
@@ -74,6 +88,7 @@ def validate(cfg: Config, source: str) -> None:
         for name, value in cfg.arch_options(arch).items():
             check_finite_within(value, f"architectures.{arch}.{name}", source)
         plan = cfg.plan(arch, source)
+        _check_recipe_names(plan.protocol, f"{source}: architectures.{arch}.train")
         for part in ("first", "then"):
             terms = getattr(plan.protocol.loss, part)
             if terms is not None:

@@ -8,10 +8,10 @@ import optuna
 
 from bench import config as bconfig
 from bench import runner, runtime
+from bench.cell.data import DeviceData
 from bench.config import protocol_hash
 from bench.errors import BenchError
 from bench.rundir import RunDir
-from bench.train import DeviceData
 from bench.tune.output import Outcome, format_outcome
 from bench.tune.space import DEFAULT_SPACE, load_space
 from bench.tune.storage import open_storage

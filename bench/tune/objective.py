@@ -12,12 +12,13 @@ import numpy as np
 import optuna
 
 from bench import cost
+from bench.cell.data import DeviceData
+from bench.cell.train import train_cell
 from bench.config import Config
 from bench.errors import summary
 from bench.metrics import all_empty_scores
 from bench.redact import mask_url
 from bench.rundir import CHECKPOINT, METRICS, MODEL, Cell, CellRecord
-from bench.train import DeviceData, train_cell
 from bench.tune.space import Space, arch_section, with_arch
 
 TRIAL_DIR = "trial_dir"  # user attr; Optuna's retry callback copies it, so a retried trial resumes its cells

@@ -12,12 +12,12 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from bench import runner
+from bench.cell.data import DeviceData
 from bench.config import Config, protocol_hash
 from bench.errors import BenchError
 from bench.progress import trial_progress
 from bench.redact import mask_url
 from bench.rundir import Cell, RunDir
-from bench.train import DeviceData
 from bench.tune.objective import OBJECTIVE, empty_baseline, make_objective
 from bench.tune.output import Outcome, trial_line, write_best
 from bench.tune.space import Space
