@@ -1,5 +1,6 @@
-"""Turn a run directory's cells into ``leaderboard.csv``, ``per_image.csv``, ``gallery.npz`` and, for a run with
-``protocol.empty_head``, ``classifier.csv``.
+"""Score a run directory's cells into ``leaderboard.csv``, ``per_image.csv``, ``pairs.csv`` and, for a run with
+``protocol.empty_head``, ``classifier.csv`` (its rows are ``bench.classifier``'s); the gallery is
+``rundir.Gallery.choose``'s.
 
 Reads only the run directory (``data.npz`` holds the train ids, images, masks and folds), so a
 leaderboard can be rebuilt at any time, also from a partial run.
@@ -180,36 +181,25 @@ def _score_group(run: RunDir, arch: str, seed: int, group: pd.DataFrame, data: I
     records = []
     if head is not None:
         held_split = None if held_probs is None else (held_probs["probs"], held_probs["head_probs"], held.masks)
-        records = _classifier_rows(arch, seed, pooled.probs, head, truth, folds, thresholds, decision, held_split)
+        cut_scores, fold_cuts = _cut_scores(pooled.probs, head, truth, folds, thresholds, decision, held_split)
+        splits = {"oof": (head, truth)} if held_split is None else {"oof": (head, truth), "holdout": held_split[1:]}
+        records = classifier.table_rows(arch, seed, splits, cut_scores, decision.head_cut, fold_cuts)
     return _Group(arch, seed, row, oof, holdout, ensemble, pooled.probs, rows, hashes, records)
 
 
-#: the image-level empty cuts weighed against each other in classifier.csv: (column, the peak-probability cut is a
-#: candidate, the head's cut is a candidate); threshold and minimum area are decided as always
-CUTS = (("score_no_cut", False, False), ("score_peak_cut", True, False), ("score_head_cut", False, True),
-        ("score_both_cuts", True, True))
-
-
-def _cut(value: float | None) -> str:
-    return "none" if value is None else f"{value:.2f}"
-
-
-def _classifier_rows(arch: str, seed: int, probs: np.ndarray, head: np.ndarray, truth: np.ndarray, folds: np.ndarray,
-                     thresholds: dict[int, float], decision: postprocess.Decision,
-                     held: tuple[np.ndarray, np.ndarray, np.ndarray] | None) -> list[dict[str, Any]]:
-    """The head of one (arch, seed) as a classifier (at 0.5), as a leaderboard probe (``classifier.probe_table``)
-    and as an image-level empty cut against the peak-probability cut and no cut, per split.
+def _cut_scores(probs: np.ndarray, head: np.ndarray, truth: np.ndarray, folds: np.ndarray,
+                thresholds: dict[int, float], decision: postprocess.Decision,
+                held: tuple[np.ndarray, np.ndarray, np.ndarray] | None) -> tuple[dict[str, dict[str, float]], str]:
+    """The score of each image-level empty cut of ``classifier.CUTS`` per split, and each fold's own head cut.
 
     OOF scores are cross-fitted (each fold's threshold and cuts decided on the other folds; NaN with one fold
     done); holdout scores are the fold ensemble's under the decisions taken on the pooled OOF, so
-    ``score_both_cuts`` on the holdout is the leaderboard's ``ensemble_score``. ``head_cut`` is the pooled OOF's
-    cut (the holdout's and the test set's), ``fold_head_cuts`` each fold's own.
+    ``score_both_cuts`` on the holdout is the leaderboard's ``ensemble_score``.
     """
     crossfit = np.unique(folds).size > 1
-    splits = {"oof": (probs, head, truth)} if held is None else {"oof": (probs, head, truth), "holdout": held}
-    cut_scores: dict[str, dict[str, float]] = {name: {} for name in splits}
+    cut_scores: dict[str, dict[str, float]] = {"oof": {}} if held is None else {"oof": {}, "holdout": {}}
     fold_cuts = ""
-    for column, peak, use_head in CUTS:
+    for column, peak, use_head in classifier.CUTS:
         given = head if use_head else None
         if crossfit:
             masks, decisions = postprocess.cross_fitted(probs, truth, folds, head_probs=given, peak=peak,
@@ -225,24 +215,11 @@ def _classifier_rows(arch: str, seed: int, probs: np.ndarray, head: np.ndarray, 
             held_probs, held_head, held_masks = held
             masks = postprocess.apply(held_probs, pooled, held_head if use_head else None)
             cut_scores["holdout"][column] = float(tgs_precision(held_masks, masks).mean())
-    rows = []
-    for name, (_, split_head, split_truth) in splits.items():
-        empty = ~split_truth.any(axis=(1, 2))
-        judged = classifier.classifier_metrics(split_head, empty)
-        probe = classifier.probe_table(split_head, empty, truth_masks=split_truth)
-        rows.append({
-            "arch": arch, "seed": seed, "split": name, "n": judged["n"], "n_salt": judged["n_salt"],
-            "n_empty": judged["n_empty"], "accuracy": judged["accuracy"], "roc_auc": judged["roc_auc"],
-            "tp": judged["tp"], "fp": judged["fp"], "fn": judged["fn"], "tn": judged["tn"],
-            **{k: probe[k] for k in PROBE_KEYS}, **cut_scores[name],
-            "head_cut": np.nan if decision.head_cut is None else decision.head_cut,
-            "fold_head_cuts": fold_cuts if name == "oof" else "",
-        })
-    return rows
+    return cut_scores, fold_cuts
 
 
-PROBE_KEYS = ("all_empty_score", "probe_score", "oracle_score", "false_salt", "false_salt_cost", "false_empty",
-              "false_empty_cost")
+def _cut(value: float | None) -> str:
+    return "none" if value is None else f"{value:.2f}"
 
 
 def _check_environment(cells: pd.DataFrame, allow_mixed: bool, where: Path) -> list[dict[str, Any]]:
@@ -403,7 +380,9 @@ def aggregate(run_dir: Path | RunDir, *, allow_mixed: bool = False) -> tuple[pd.
             full = np.zeros((len(data.ids), *data.masks.shape[1:]), np.uint8)
             full[g.rows] = g.probs
             gallery_probs[g.arch] = full
-    _write_gallery(run, data, board, per_image[per_image["split"] == "oof"], gallery_probs)
+    gallery = Gallery.choose(data, board["arch"].tolist(), per_image[per_image["split"] == "oof"], gallery_probs)
+    if gallery is not None:
+        gallery.write(run.gallery_file)
     components = verdict.set_index("arch")[["n_models", "collapsed", "image_sd", "replicate_sd", "fold_sd", "seed_sd"]]
     atomic.write_json(run.aggregate_file, {
         "score_source": ranked.source, "replicate": verdict.attrs["replicate"],
@@ -435,33 +414,6 @@ MEASURED = ["train_images_per_s", "infer_images_per_s", "peak_mem_mb", "train_s"
 LEAD_COLUMNS = ["rank", "arch", "score", "score_source", "holdout_score", "oof_score", "optimism", "p_best", "rank_lo",
                 "rank_hi", "learned", "verdict", "recipe", "tuned", "ensemble_score", "ensemble_gain",
                 "postprocess_gain", "n_models", "collapsed", "se", "ci_lo", "ci_hi"]
-
-
-def _write_gallery(run: RunDir, data: ImageSet, board: pd.DataFrame, per_image: pd.DataFrame,
-                   probs: dict[str, np.ndarray], n_each: int = 2, n_disagree: int = 4) -> None:
-    """The same validation images for every architecture: best, median and worst of the winner, then
-    the images where architectures disagree most (largest spread of per-image score)."""
-    seed0 = per_image[per_image["seed"] == per_image["seed"].min()]
-    table = seed0.pivot_table(index="id", columns="arch", values="score")
-    table = table.dropna()
-    if table.empty:
-        return
-    winner = board["arch"].iloc[0]
-    order = table[winner].sort_values(kind="stable")
-    mid = len(order) // 2
-    chosen = list(dict.fromkeys(
-        list(order.index[::-1][:n_each]) + list(order.index[mid : mid + n_each]) + list(order.index[:n_each])
-    ))
-    labels = ["best"] * n_each + ["median"] * n_each + ["worst"] * n_each
-    spread = (table.max(axis=1) - table.min(axis=1)).drop(index=chosen, errors="ignore")
-    spread = spread[spread > 0].sort_values(ascending=False, kind="stable")
-    disagree = list(spread.index[:n_disagree])
-    ids = chosen + disagree
-    labels = labels[: len(chosen)] + ["disagree"] * len(disagree)
-    index = {str(i): k for k, i in enumerate(data.ids)}
-    rows = np.array([index[i] for i in ids])
-    Gallery(np.array(ids), np.array(labels), data.images[rows], data.masks[rows],
-            {a: probs[a][rows] for a in board["arch"] if a in probs}).write(run.gallery_file)
 
 
 CSV_OPTIONS = {"keep_default_na": False, "na_values": [""]}  # an id such as "NA" or "1e5" stays a string

@@ -111,6 +111,33 @@ class Gallery:
     masks: np.ndarray
     probs: dict[str, np.ndarray]  # arch -> (n, 101, 101) uint8, in the leaderboard's order
 
+    @classmethod
+    def choose(cls, data: ImageSet, ranking: list[str], per_image: pd.DataFrame, probs: dict[str, np.ndarray],
+               n_each: int = 2, n_disagree: int = 4) -> Gallery | None:
+        """The same validation images for every architecture (``ranking``: the leaderboard's order): best, median
+        and worst of the winner, then the images where architectures disagree most (largest spread of per-image
+        OOF score, first seed). ``probs``: each architecture's levels for every image of ``data``. None when no
+        image was scored by every architecture."""
+        seed0 = per_image[per_image["seed"] == per_image["seed"].min()]
+        table = seed0.pivot_table(index="id", columns="arch", values="score").dropna()
+        if table.empty:
+            return None
+        order = table[ranking[0]].sort_values(kind="stable")
+        mid = len(order) // 2
+        chosen = list(dict.fromkeys(
+            list(order.index[::-1][:n_each]) + list(order.index[mid : mid + n_each]) + list(order.index[:n_each])
+        ))
+        labels = ["best"] * n_each + ["median"] * n_each + ["worst"] * n_each
+        spread = (table.max(axis=1) - table.min(axis=1)).drop(index=chosen, errors="ignore")
+        spread = spread[spread > 0].sort_values(ascending=False, kind="stable")
+        disagree = list(spread.index[:n_disagree])
+        ids = chosen + disagree
+        labels = labels[: len(chosen)] + ["disagree"] * len(disagree)
+        index = {str(i): k for k, i in enumerate(data.ids)}
+        rows = np.array([index[i] for i in ids])
+        return cls(np.array(ids), np.array(labels), data.images[rows], data.masks[rows],
+                   {a: probs[a][rows] for a in ranking if a in probs})
+
     def write(self, path: Path) -> None:
         arrays = {f"probs_{a}": p for a, p in self.probs.items()}
         atomic.write_npz(path, ids=self.ids, labels=self.labels, images=self.images, masks=self.masks,
