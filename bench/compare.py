@@ -22,6 +22,7 @@ import pandas as pd
 from bench import atomic, results, stats
 from bench.errors import BenchError
 from bench.rundir import RunDir
+from bench.rundir.tables import COMPARISON
 
 COLUMNS = ["arch", "split", "n_images", "n_models", "head_a", "head_b", "epochs_a", "epochs_b", "rank_a", "rank_b",
            "score_a", "score_b", "diff", "se", "df", "ci_lo", "ci_hi", "p", "p_holm", "verdict", "differences"]
@@ -154,7 +155,7 @@ def compare(run_a: Path | RunDir, run_b: Path | RunDir, out: Path | None = None)
     table["verdict"] = [_verdict(r) for r in table.itertuples()]
     table = table[COLUMNS]
     path = Path(out) if out is not None else run_b.compare_file(run_a)
-    atomic.write_text(path, table.to_csv(index=False))
+    COMPARISON.write(path, table)
     return table, path
 
 

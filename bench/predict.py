@@ -29,6 +29,7 @@ from bench.data.rle import rle_encode
 from bench.errors import BenchError
 from bench.inference import ensemble_outputs, quantise
 from bench.rundir import METRICS, MODEL, OOF, Cell, CellRecord, Ensembles, RunDir, read_weights
+from bench.rundir.tables import LEADERBOARD
 from bench.train import DeviceData, load_model
 
 _CHUNK = 1024  # test images per predict_outputs call: the progress bar's step
@@ -66,7 +67,7 @@ def select(run: RunDir, arch: str | None, ensemble: list[str] | None, tta: str) 
         board_path = run.leaderboard_file
         if not board_path.is_file():
             raise BenchError(f"{board_path}: missing; pass --arch or --ensemble, or finish the run first")
-        board = pd.read_csv(board_path, **results.CSV_OPTIONS)
+        board = LEADERBOARD.read(board_path)
         if board.empty or "arch" not in board:
             raise BenchError(f"{board_path}: no architectures ranked; pass --arch or --ensemble")
         members = [str(board.sort_values("rank")["arch"].iloc[0])]

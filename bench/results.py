@@ -16,12 +16,13 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from bench import atomic, classifier, postprocess, stats
+from bench import classifier, postprocess, stats
 from bench.data.folds import N_CLASSES, coverage_class
 from bench.errors import BenchError
 from bench.identity import environment
 from bench.metrics import all_empty_scores, binarise, dice, iou, tgs_precision
 from bench.rundir import OOF, Cell, Gallery, HoldoutPrediction, ImageSet, OofPrediction, RunDir
+from bench.rundir.tables import CLASSIFIER, LEADERBOARD, PAIRS, PER_IMAGE, Aggregate
 
 
 @dataclass(frozen=True)
@@ -367,13 +368,12 @@ def aggregate(run_dir: Path | RunDir, *, allow_mixed: bool = False) -> tuple[pd.
                            "empty_pred", *(["head_prob"] if "head_prob" in per_image else [])]]
     pairs = verdict.attrs["pairs"]
     run.aggregate_file.unlink(missing_ok=True)
-    tables = {run.leaderboard_file: board.to_csv(index=False), run.per_image_file: per_image.to_csv(index=False),
-              run.pairs_file: pairs.to_csv(index=False)}
+    tables = {run.leaderboard_file: LEADERBOARD.write(run.leaderboard_file, board),
+              run.per_image_file: PER_IMAGE.write(run.per_image_file, per_image),
+              run.pairs_file: PAIRS.write(run.pairs_file, pairs)}
     records = [r for g in groups.values() for r in g.classifier]
     if records:
-        tables[run.classifier_file] = pd.DataFrame(records).to_csv(index=False)
-    for path, text in tables.items():
-        atomic.write_text(path, text)
+        tables[run.classifier_file] = CLASSIFIER.write(run.classifier_file, pd.DataFrame(records))
     gallery_probs = {}
     for g in groups.values():
         if g.seed == min(s for a, s in groups if a == g.arch):
@@ -384,19 +384,19 @@ def aggregate(run_dir: Path | RunDir, *, allow_mixed: bool = False) -> tuple[pd.
     if gallery is not None:
         gallery.write(run.gallery_file)
     components = verdict.set_index("arch")[["n_models", "collapsed", "image_sd", "replicate_sd", "fold_sd", "seed_sd"]]
-    atomic.write_json(run.aggregate_file, {
-        "score_source": ranked.source, "replicate": verdict.attrs["replicate"],
-        "n_ranked_images": int(verdict.attrs["n_images"]), "n_models": int(verdict.attrs["n_replicates"]),
-        "n_seeds": int(ranked.scores.shape[2]), "rope": verdict.attrs["rope"], "alpha": verdict.attrs["alpha"],
-        "seeds_to_resolve": verdict.attrs["seeds_to_resolve"], "ranked": ranked.archs, "incomplete": ranked.lacking,
-        "variance": {a: {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in row.items()}
-                     for a, row in components.astype(object).to_dict("index").items()},
-        "cells": {name: h for g in groups.values() for name, h in sorted(g.hashes.items())},
-        "tables": {path.name: _digest(text) for path, text in tables.items()},
-        "environments": environments, "mixed_environments": len(environments) > 1,
-        "all_empty_oof": float(all_empty_scores(data.masks).mean()),
-        "all_empty_holdout": float(all_empty_scores(held.masks).mean()) if held is not None and len(held.ids) else None,
-    })
+    Aggregate(
+        score_source=ranked.source, replicate=verdict.attrs["replicate"],
+        n_ranked_images=int(verdict.attrs["n_images"]), n_models=int(verdict.attrs["n_replicates"]),
+        n_seeds=int(ranked.scores.shape[2]), rope=verdict.attrs["rope"], alpha=verdict.attrs["alpha"],
+        seeds_to_resolve=verdict.attrs["seeds_to_resolve"], ranked=ranked.archs, incomplete=ranked.lacking,
+        variance={a: {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in row.items()}
+                  for a, row in components.astype(object).to_dict("index").items()},
+        cells={name: h for g in groups.values() for name, h in sorted(g.hashes.items())},
+        tables={path.name: _digest(text) for path, text in tables.items()},
+        environments=environments, mixed_environments=len(environments) > 1,
+        all_empty_oof=float(all_empty_scores(data.masks).mean()),
+        all_empty_holdout=float(all_empty_scores(held.masks).mean()) if held is not None and len(held.ids) else None,
+    ).write(run.aggregate_file)
     return board, per_image
 
 
@@ -416,18 +416,15 @@ LEAD_COLUMNS = ["rank", "arch", "score", "score_source", "holdout_score", "oof_s
                 "postprocess_gain", "n_models", "collapsed", "se", "ci_lo", "ci_hi"]
 
 
-CSV_OPTIONS = {"keep_default_na": False, "na_values": [""]}  # an id such as "NA" or "1e5" stays a string
-
-
 def _fresh(run: RunDir) -> bool:
     """True when the last aggregation (``aggregate.json``, written last) was built from exactly the finished cells
     as they are now (names and cell hashes) and every table beside it is the one it wrote (digests)."""
     if not run.aggregate_file.is_file():
         return False
     try:
-        manifest = atomic.read_json(run.aggregate_file)
-        recorded, digests = dict(manifest["cells"]), dict(manifest["tables"])
-    except (OSError, ValueError, KeyError, TypeError):
+        last = Aggregate.read(run.aggregate_file)
+        recorded, digests = dict(last.cells), dict(last.tables)
+    except (BenchError, ValueError, TypeError):
         return False
     try:
         now = {f"{c.arch}/{c.name}": run.cell_metrics(c).cell_hash for c in run.done_cells()}
@@ -451,9 +448,7 @@ def read_current(run_dir: Path | RunDir) -> tuple[pd.DataFrame, pd.DataFrame] | 
     run = RunDir(run_dir)
     if not _fresh(run):
         return None
-    board = pd.read_csv(run.leaderboard_file, dtype={"arch": str, "encoder": str, **DECISION_DTYPES}, **CSV_OPTIONS)
-    per_image = pd.read_csv(run.per_image_file, dtype={"id": str, "arch": str}, **CSV_OPTIONS)
-    return board, per_image
+    return LEADERBOARD.read(run.leaderboard_file), PER_IMAGE.read(run.per_image_file)
 
 
 def current(run_dir: Path | RunDir) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -467,9 +462,6 @@ def current(run_dir: Path | RunDir) -> tuple[pd.DataFrame, pd.DataFrame]:
     return tables if tables is not None else aggregate(run)
 
 
-DECISION_DTYPES = {c: str for c in ("threshold", "min_area", "empty_max_prob", "head_cut", "verdict", "recipe", "tuned")}
-
-
 def _cost(group: pd.DataFrame) -> dict[str, float]:
     """What one trained model of the group cost (``bench.cost``): epochs, counted training PFLOP, device-seconds of
     training, batch-1 latency (ms). NaN for cells written before cost was recorded."""
@@ -478,11 +470,3 @@ def _cost(group: pd.DataFrame) -> dict[str, float]:
 
     return {"epochs": mean("epochs"), "train_pflop": mean("train_flops", 1e15), "train_s": mean("train_s"),
             "infer_ms": mean("infer_ms")}
-
-
-def ranked_baseline(manifest: dict[str, Any]) -> float | None:
-    """The TGS score of predicting every mask empty on the images the ranking score is computed on (the holdout
-    when there is one): the floor any learned model must clear. None before the run is aggregated."""
-    if not manifest:
-        return None
-    return manifest.get("all_empty_holdout" if manifest.get("score_source") == "holdout" else "all_empty_oof")

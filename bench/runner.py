@@ -22,6 +22,7 @@ from bench.data.partition import Partition, partition
 from bench.errors import BenchError
 from bench.executors import EXECUTORS
 from bench.rundir import METRICS, Cell, ImageSet, RunConfig, RunDir
+from bench.rundir.tables import Aggregate
 
 
 def prepare(cfg: Config, run: RunDir) -> None:
@@ -105,9 +106,9 @@ def load_data(cfg: Config, run: RunDir) -> Partition:
     return partition(cfg, run.splits_file, run.holdout_file)
 
 
-def run(cfg: Config, run_dir: Path | RunDir, *, archs: list[str] | None = None, folds: list[int] | None = None,
-        progress: bool = True, executor: str = "local", executor_options: dict[str, Any] | None = None,
-        allow_mixed: bool = False) -> pd.DataFrame:
+def run_grid(cfg: Config, run_dir: Path | RunDir, *, archs: list[str] | None = None, folds: list[int] | None = None,
+             progress: bool = True, executor: str = "local", executor_options: dict[str, Any] | None = None,
+             allow_mixed: bool = False) -> pd.DataFrame:
     """Train every pending cell of the grid, then aggregate the run directory. Returns the leaderboard.
 
     ``executor`` names one of ``EXECUTORS``; ``executor_options`` are its keyword options (for ``ray``:
@@ -159,10 +160,11 @@ def run_command(config_paths: list[str] | None, overrides: list[str], *, out: Pa
     cfg = bconfig.load(paths, overrides)
     run_dir = RunDir(out or runtime.default_run_dir(cfg))
     t0 = time.perf_counter()
-    board = run(cfg, run_dir, archs=archs, folds=folds, progress=True, executor=executor,
+    board = run_grid(cfg, run_dir, archs=archs, folds=folds, progress=True, executor=executor,
                 executor_options=executor_options, allow_mixed=allow_mixed)
     print(f"\nleaderboard ({run_dir.leaderboard_file}):")
-    print(console.format_leaderboard(board, atomic.read_json(run_dir.aggregate_file)))
+    aggregate = Aggregate.read(run_dir.aggregate_file) if run_dir.aggregate_file.is_file() else None
+    print(console.format_leaderboard(board, aggregate))
     print(f"wall time {time.perf_counter() - t0:.0f} s")
     if report:
         from bench.report import build

@@ -41,7 +41,7 @@ def test_the_holdout_is_locked_inverting_its_masks_changes_no_cell(tiny_dataset:
     sets = tiny_overrides(tiny_dataset, **{"protocol.epochs": 1, "data.holdout": 0.25})
     cfg = config.load([QUICK], sets)
     first = RunDir(tmp_path / "first")
-    runner.run(cfg, first.path, archs=["unet"], progress=False)
+    runner.run_grid(cfg, first.path, archs=["unet"], progress=False)
     held = list(atomic.read_json(first.holdout_file)["ids"])
     assert len(held) == 12
     inverted = tmp_path / "inverted-data"
@@ -51,7 +51,7 @@ def test_the_holdout_is_locked_inverting_its_masks_changes_no_cell(tiny_dataset:
     for name in ("splits.json", "holdout.json"):  # the recorded split, reused as a user reuses `data folds` output
         shutil.copy(first.path / name, second.path / name)
     cfg2 = config.load([QUICK], tiny_overrides(inverted, **{"protocol.epochs": 1, "data.holdout": 0.25}))
-    runner.run(cfg2, second.path, archs=["unet"], progress=False)
+    runner.run_grid(cfg2, second.path, archs=["unet"], progress=False)
     assert second.protocol_hash() != first.protocol_hash()  # the data changed, and the protocol says so
     for fold in (0, 1):
         cell = Cell("unet", fold, 0)
@@ -122,7 +122,7 @@ def test_crossfit_scores_each_half_by_the_epoch_chosen_on_the_other(tiny_dataset
 
 def test_leaderboard_leads_with_the_columns_outside_tools_read(tiny_dataset: Path, tmp_path: Path) -> None:
     cfg = config.load([QUICK], tiny_overrides(tiny_dataset, **{"protocol.epochs": 1, "data.holdout": 0.25}))
-    board = runner.run(cfg, tmp_path / "run", archs=["unet", "linknet"], progress=False)
+    board = runner.run_grid(cfg, tmp_path / "run", archs=["unet", "linknet"], progress=False)
     assert list(board.columns[: len(LEAD_COLUMNS)]) == LEAD_COLUMNS
     on_disk = pd.read_csv(tmp_path / "run" / "leaderboard.csv")
     assert list(on_disk.columns[: len(LEAD_COLUMNS)]) == LEAD_COLUMNS
@@ -149,7 +149,7 @@ def _four_models(tiny_dataset: Path, tmp_path: Path) -> tuple[config.Config, Run
     cfg = config.load([QUICK], tiny_overrides(tiny_dataset, **{"protocol.epochs": 1, "data.holdout": 0.25,
                                                                 "protocol.seeds": "[0, 1]"}))
     run = RunDir(tmp_path / "run")
-    runner.run(cfg, run.path, archs=["unet", "linknet"], progress=False)
+    runner.run_grid(cfg, run.path, archs=["unet", "linknet"], progress=False)
     return cfg, run
 
 
