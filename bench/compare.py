@@ -19,9 +19,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bench import atomic, results, stats
+from bench import results, stats
 from bench.errors import BenchError
-from bench.rundir import RunDir
+from bench.rundir import ProtocolRecord, RunDir
 from bench.rundir.tables import COMPARISON
 
 COLUMNS = ["arch", "split", "n_images", "n_models", "head_a", "head_b", "epochs_a", "epochs_b", "rank_a", "rank_b",
@@ -51,13 +51,7 @@ def _protocol_record(run: RunDir) -> dict[str, Any]:
         raise BenchError(f"{run}: no such run directory")
     if not run.protocol_file.is_file():
         raise BenchError(f"{run}: not a salt-bench run directory (no protocol.json)")
-    try:
-        record = atomic.read_json(run.protocol_file)["protocol"]
-    except (OSError, ValueError, KeyError, TypeError):
-        raise BenchError(f"{run.protocol_file}: unreadable") from None
-    if not isinstance(record, dict):
-        raise BenchError(f"{run.protocol_file}: unreadable (no protocol record)")
-    return record
+    return ProtocolRecord.read(run.protocol_file).protocol
 
 
 def check_images(run_a: RunDir, run_b: RunDir) -> None:

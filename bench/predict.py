@@ -28,7 +28,7 @@ from bench.data import source, tgs
 from bench.data.rle import rle_encode
 from bench.errors import BenchError
 from bench.inference import ensemble_outputs, quantise
-from bench.rundir import METRICS, MODEL, OOF, Cell, CellRecord, Ensembles, RunDir, read_weights
+from bench.rundir import METRICS, MODEL, OOF, Cell, CellRecord, Ensembles, PostprocessDecisions, RunDir, read_weights
 from bench.rundir.tables import LEADERBOARD
 from bench.train import DeviceData, load_model
 
@@ -189,13 +189,12 @@ def predict_test(cfg: Config, cells: dict[str, list[Path]], images: np.ndarray, 
 
 def record_decision(run: RunDir, cfg: Config, sel: Selection, decision: postprocess.Decision, n_images: int) -> dict:
     """Add (or replace) this selection's entry in ``<run>/postprocess.json``, atomically; returns the entry."""
-    path = run.postprocess_file
-    table = atomic.read_json(path) if path.is_file() else {}
+    table = PostprocessDecisions.read(run.postprocess_file).entries
     entry = {"members": list(sel.members), "tta": sel.tta, "folds": cfg.protocol.folds,
              "seeds": list(cfg.protocol.seeds), "n_images": n_images, "protocol_hash": run.protocol_hash(),
              **decision.to_dict()}
     table[sel.key] = entry
-    atomic.write_json(path, table)
+    PostprocessDecisions(table).write(run.postprocess_file)
     return entry
 
 

@@ -269,7 +269,8 @@ def _ranked(run: RunDir, groups: dict[tuple[str, int], _Group], held: ImageSet |
     """The architectures with every model of the protocol (and its holdout prediction) ranked on the holdout;
     without a holdout, or with no architecture complete, every architecture on the cross-fitted OOF of the seeds
     all have, over the images all scored."""
-    proto = run.protocol().get("protocol", {}).get("protocol", {})
+    record = run.protocol()
+    proto = {} if record is None else record.shared
     n_folds, seeds = int(proto.get("folds", 0)), sorted(int(s) for s in proto.get("seeds", []))
     archs = sorted({a for a, _ in groups})
     has_holdout = held is not None and len(held.ids) > 0
@@ -331,7 +332,8 @@ def aggregate(run_dir: Path | RunDir, *, allow_mixed: bool = False) -> tuple[pd.
     groups = {(arch, seed): _score_group(run, arch, seed, group, data, index, classes, held)
               for (arch, seed), group in cells.groupby(["arch", "seed"], sort=True)}
     ranked = _ranked(run, groups, held)
-    rope = run.protocol().get("protocol", {}).get("protocol", {}).get("rope", stats.ROPE)
+    record = run.protocol()
+    rope = (record.shared if record is not None else {}).get("rope", stats.ROPE)
     verdict = stats.verdict_table(ranked.scores, ranked.archs, truth_empty=ranked.truth_empty,
                                   pred_empty=ranked.pred_empty, rope=rope)
     per_seed = pd.DataFrame([g.row for g in groups.values()])

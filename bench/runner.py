@@ -21,7 +21,7 @@ from bench.data import source
 from bench.data.partition import Partition, partition
 from bench.errors import BenchError
 from bench.executors import EXECUTORS
-from bench.rundir import METRICS, Cell, ImageSet, RunConfig, RunDir
+from bench.rundir import METRICS, Cell, ImageSet, ProtocolRecord, RunConfig, RunDir
 from bench.rundir.tables import Aggregate
 
 
@@ -46,7 +46,7 @@ def prepare(cfg: Config, run: RunDir) -> None:
         raise BenchError(f"{run.config_file}: architectures: expected a mapping, got {type(previous).__name__}")
     merged["architectures"] = {**previous, **merged["architectures"]}
     RunConfig(merged).write(run.config_file)
-    atomic.write_json(run.protocol_file, {"hash": phash, "protocol": protocol_dict(cfg)})
+    ProtocolRecord(phash, protocol_dict(cfg)).write(run.protocol_file)
 
 
 def grid(cfg: Config, archs: list[str] | None = None, folds: list[int] | None = None) -> list[Cell]:

@@ -151,15 +151,15 @@ def load_run(run_dir: Path | RunDir) -> RunData:
     if not run.protocol_file.is_file():
         raise BenchError(f"{run}: not a salt-bench run directory (no protocol.json)")
     protocol = run.protocol()
+    record = {} if protocol is None else protocol.protocol
     config = run.config_tree()
     splits = _read_json(run.splits_file, "fold split")
     splits.pop("folds", None)
     cells = run.metrics_table()
     board, per_image = _tables(run) if not cells.empty else (pd.DataFrame(), pd.DataFrame())
-    record = protocol.get("protocol") or {}
     missing, expected = _missing(config, record.get("protocol") or {}, cells)
     data = RunData(
-        run_dir=run.path, name=run.path.resolve().name, config=config, protocol_hash=protocol.get("hash"),
+        run_dir=run.path, name=run.path.resolve().name, config=config, protocol_hash=None if protocol is None else protocol.hash,
         protocol_record=record, env=_read_json(run.env_file, "environment record"), splits=splits, cells=cells, board=board,
         per_image=per_image, history=_histories(run, cells) if not cells.empty else pd.DataFrame(),
         gallery=_gallery(run) if not cells.empty else None, missing=missing, expected=expected,

@@ -32,8 +32,16 @@ from bench.rundir.cell import (
     write_weights,
 )
 from bench.rundir.paths import Cell, RunDir
-from bench.rundir.run import Ensembles, Gallery, HoldoutPrediction, ImageSet, RunConfig
+from bench.rundir.run import (
+    Ensembles,
+    Gallery,
+    HoldoutPrediction,
+    ImageSet,
+    PostprocessDecisions,
+    ProtocolRecord,
+    RunConfig,
+)
 
 __all__ = ["CHECKPOINT", "HISTORY", "METRICS", "MODEL", "OOF", "PROGRESS", "Cell", "CellProgress", "CellRecord",
            "Ensembles", "Gallery", "History", "HoldoutPrediction", "ImageSet",
-           "OofPrediction", "RunConfig", "RunDir", "read_weights", "write_weights"]
+           "OofPrediction", "PostprocessDecisions", "ProtocolRecord", "RunConfig", "RunDir", "read_weights", "write_weights"]

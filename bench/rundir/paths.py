@@ -15,8 +15,7 @@ import pandas as pd
 from bench import atomic
 from bench.errors import BenchError
 from bench.rundir.cell import METRICS, PROGRESS, CellRecord
-from bench.rundir.guard import read_json_object
-from bench.rundir.run import ImageSet, RunConfig
+from bench.rundir.run import ImageSet, ProtocolRecord, RunConfig
 
 _CELL_NAME = re.compile(r"fold(\d+)-seed(\d+)")
 
@@ -225,12 +224,13 @@ class RunDir:
         return pd.DataFrame([self.cell_metrics(c).to_dict() for c in cells])
 
     # the run's own records
-    def protocol(self) -> dict[str, Any]:
-        """``protocol.json``: ``{"hash": ..., "protocol": {"data": ..., "protocol": ...}}``, or {} before the first run."""
-        return read_json_object(self.protocol_file, "protocol record") if self.protocol_file.is_file() else {}
+    def protocol(self) -> ProtocolRecord | None:
+        """``protocol.json``, None before the first run."""
+        return ProtocolRecord.read(self.protocol_file) if self.protocol_file.is_file() else None
 
     def protocol_hash(self) -> str | None:
-        return self.protocol().get("hash")
+        record = self.protocol()
+        return None if record is None else record.hash
 
     def config(self) -> Any:
         """The run's typed config (``config.yaml``); a directory without one is a one-line error."""

@@ -14,7 +14,7 @@ import yaml
 
 from bench import atomic
 from bench.errors import BenchError
-from bench.rundir.guard import reading, require
+from bench.rundir.guard import read_json_object, reading, require
 
 
 @dataclass(frozen=True)
@@ -153,6 +153,47 @@ class Gallery:
         if len(sizes) != 1:
             raise BenchError(f"{path}: not a gallery (its arrays hold different numbers of images)")
         return found
+
+
+@dataclass(frozen=True)
+class ProtocolRecord:
+    """``protocol.json``: the run's protocol hash and what it covers (``{"data": ..., "protocol": ...}``, from
+    ``bench.config.protocol_dict``); a run directory holds one protocol."""
+
+    hash: str
+    protocol: dict[str, Any]
+
+    @property
+    def shared(self) -> dict[str, Any]:
+        """The shared protocol section (folds, seeds, loss, rope, ...)."""
+        return self.protocol.get("protocol") or {}
+
+    def write(self, path: Path) -> None:
+        atomic.write_json(path, {"hash": self.hash, "protocol": self.protocol})
+
+    @classmethod
+    def read(cls, path: Path) -> ProtocolRecord:
+        raw = read_json_object(path, "protocol record")
+        require(path, "protocol record", raw, ("hash", "protocol"))
+        if not isinstance(raw["hash"], str) or not isinstance(raw["protocol"], dict):
+            raise BenchError(f"{path}: not a protocol record (expected a hash string and a protocol object)")
+        return cls(raw["hash"], raw["protocol"])
+
+
+@dataclass(frozen=True)
+class PostprocessDecisions:
+    """``postprocess.json``: ``salt-bench predict``'s decision per selection (its key: members and TTA), with what it
+    was decided on (folds, seeds, images, protocol hash)."""
+
+    entries: dict[str, dict[str, Any]]
+
+    def write(self, path: Path) -> None:
+        atomic.write_json(path, self.entries)
+
+    @classmethod
+    def read(cls, path: Path) -> PostprocessDecisions:
+        """The decisions at ``path``; none when there is no file yet."""
+        return cls(read_json_object(path, "post-processing record") if path.is_file() else {})
 
 
 @dataclass(frozen=True)
