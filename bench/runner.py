@@ -9,7 +9,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import torch
 
@@ -21,7 +20,7 @@ from bench.data import source
 from bench.data.partition import Partition, partition
 from bench.errors import BenchError
 from bench.executors import EXECUTORS
-from bench.rundir import METRICS, Cell, ImageSet, ProtocolRecord, RunConfig, RunDir
+from bench.rundir import METRICS, Cell, ProtocolRecord, RunConfig, RunDir
 from bench.rundir.tables import Aggregate
 
 
@@ -131,10 +130,10 @@ def run_grid(cfg: Config, run_dir: Path | RunDir, *, archs: list[str] | None = N
         _check_environment(cfg, run, pending[0].arch, device)
     prepare(cfg, run)
     if not run.data_file.is_file():  # the train images every cell of the run reads (Ray workers and the report too)
-        ImageSet(np.array(data.ids), data.images, data.masks, data.folds).write(run.data_file)
+        data.development.write(run.data_file)
     if not run.holdout_data_file.is_file():
-        ImageSet(np.array(data.holdout_ids), data.holdout_images, data.holdout_masks).write(run.holdout_data_file)
-    bfolds.export_imagesets(data.ids, data.folds, run.imagesets_dir)
+        data.holdout.write(run.holdout_data_file)
+    bfolds.export_imagesets(data.development.ids, data.development.folds, run.imagesets_dir)
     env = runtime.environment(device or torch.device("cpu"))
     if device is None:
         env.update(executor=executor, device=executor, device_name="Ray workers (each cell's metrics.json has its device)")
