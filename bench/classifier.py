@@ -187,3 +187,35 @@ def probe_table(
         "false_empty": int(np.count_nonzero(false_empty)),
         "false_empty_cost": float(placeholder[false_empty].sum() / n),
     }
+
+
+#: the image-level empty cuts weighed against each other in classifier.csv: (column, the peak-probability cut is a
+#: candidate, the head's cut is a candidate); threshold and minimum area are decided as always
+CUTS = (("score_no_cut", False, False), ("score_peak_cut", True, False), ("score_head_cut", False, True),
+        ("score_both_cuts", True, True))
+
+#: the columns of ``probe_table`` that classifier.csv keeps
+PROBE_KEYS = ("all_empty_score", "probe_score", "oracle_score", "false_salt", "false_salt_cost", "false_empty",
+              "false_empty_cost")
+
+
+def table_rows(arch: str, seed: int, splits: dict[str, tuple[np.ndarray, np.ndarray]],
+               cut_scores: dict[str, dict[str, float]], head_cut: float | None, fold_cuts: str) -> list[dict[str, Any]]:
+    """classifier.csv's rows of one (arch, seed), one per split (name -> (head probabilities, truth masks)): the
+    head as a classifier (at 0.5), as a leaderboard probe (``probe_table``) and, from ``cut_scores`` (split -> one
+    score per ``CUTS`` column), as an image-level empty cut against the peak-probability cut and no cut.
+    ``head_cut`` is the pooled OOF's cut (the holdout's and the test set's), ``fold_cuts`` each fold's own."""
+    rows = []
+    for name, (head, truth) in splits.items():
+        empty = ~truth.any(axis=(1, 2))
+        judged = classifier_metrics(head, empty)
+        probe = probe_table(head, empty, truth_masks=truth)
+        rows.append({
+            "arch": arch, "seed": seed, "split": name, "n": judged["n"], "n_salt": judged["n_salt"],
+            "n_empty": judged["n_empty"], "accuracy": judged["accuracy"], "roc_auc": judged["roc_auc"],
+            "tp": judged["tp"], "fp": judged["fp"], "fn": judged["fn"], "tn": judged["tn"],
+            **{k: probe[k] for k in PROBE_KEYS}, **cut_scores[name],
+            "head_cut": np.nan if head_cut is None else head_cut,
+            "fold_head_cuts": fold_cuts if name == "oof" else "",
+        })
+    return rows

@@ -19,9 +19,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bench import atomic, results, stats
+from bench import results, stats
 from bench.errors import BenchError
-from bench.rundir import RunDir
+from bench.rundir import ProtocolRecord, RunDir
+from bench.rundir.tables import COMPARISON
 
 COLUMNS = ["arch", "split", "n_images", "n_models", "head_a", "head_b", "epochs_a", "epochs_b", "rank_a", "rank_b",
            "score_a", "score_b", "diff", "se", "df", "ci_lo", "ci_hi", "p", "p_holm", "verdict", "differences"]
@@ -50,13 +51,7 @@ def _protocol_record(run: RunDir) -> dict[str, Any]:
         raise BenchError(f"{run}: no such run directory")
     if not run.protocol_file.is_file():
         raise BenchError(f"{run}: not a salt-bench run directory (no protocol.json)")
-    try:
-        record = atomic.read_json(run.protocol_file)["protocol"]
-    except (OSError, ValueError, KeyError, TypeError):
-        raise BenchError(f"{run.protocol_file}: unreadable") from None
-    if not isinstance(record, dict):
-        raise BenchError(f"{run.protocol_file}: unreadable (no protocol record)")
-    return record
+    return ProtocolRecord.read(run.protocol_file).protocol
 
 
 def check_images(run_a: RunDir, run_b: RunDir) -> None:
@@ -154,7 +149,7 @@ def compare(run_a: Path | RunDir, run_b: Path | RunDir, out: Path | None = None)
     table["verdict"] = [_verdict(r) for r in table.itertuples()]
     table = table[COLUMNS]
     path = Path(out) if out is not None else run_b.compare_file(run_a)
-    atomic.write_text(path, table.to_csv(index=False))
+    COMPARISON.write(path, table)
     return table, path
 
 

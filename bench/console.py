@@ -1,16 +1,15 @@
 """The leaderboard as a person reads it on the console (``salt-bench run``): formatting only; the scores, the
-verdict and the manifest it prints come from ``bench.results``."""
+verdict and the aggregation record it prints come from ``bench.results``."""
 from __future__ import annotations
 
 import json
-from typing import Any
 
 import pandas as pd
 
-from bench.results import ranked_baseline
+from bench.rundir.tables import Aggregate
 
 
-def format_leaderboard(board: pd.DataFrame, manifest: dict[str, Any] | None = None) -> str:
+def format_leaderboard(board: pd.DataFrame, aggregate: Aggregate | None = None) -> str:
     """The console table: the ranked score with its interval, the claims, the verdict, then what it cost."""
     cols = ["rank", "arch", "score", "ci", "ensemble_score", "oof_score", "p_best", "rank_lo", "rank_hi", "verdict",
             "recipe", "epochs", "params", "train_pflop", "train_images_per_s"]
@@ -24,19 +23,19 @@ def format_leaderboard(board: pd.DataFrame, manifest: dict[str, Any] | None = No
     view = view.drop(columns=["rank_lo", "rank_hi"]).rename(
         columns={"rank": "rank (95%)", "train_images_per_s": "img/s", "ci": "95% CI", "ensemble_score": "ensemble"})
     text = view.to_string(index=False, float_format=lambda v: f"{v:.4f}", na_rep="-")
-    if manifest:
-        source = manifest["score_source"]
-        unit = "trained model" if manifest.get("replicate") == "model" else "seed's cross-fitted prediction"
+    if aggregate is not None:
+        source = aggregate.score_source
+        unit = "trained model" if aggregate.replicate == "model" else "seed's cross-fitted prediction"
         text += (f"\nscore = expected {'locked-holdout' if source == 'holdout' else 'cross-fitted out-of-fold'} TGS "
-                 f"score of one model trained by the protocol: the mean over {manifest['n_models']} replicates (each "
-                 f"a {unit}) on {manifest['n_ranked_images']} images; intervals count training noise and images")
-        if manifest.get("seeds_to_resolve"):
-            text += (f"\nthe top two are not separated; about {manifest['seeds_to_resolve']} seed(s) would resolve "
+                 f"score of one model trained by the protocol: the mean over {aggregate.n_models} replicates (each "
+                 f"a {unit}) on {aggregate.n_ranked_images} images; intervals count training noise and images")
+        if aggregate.seeds_to_resolve:
+            text += (f"\nthe top two are not separated; about {aggregate.seeds_to_resolve} seed(s) would resolve "
                      "their observed gap (from the measured variance components)")
-        text += f"\nall-empty baseline (predict no salt anywhere) on those images: {ranked_baseline(manifest):.4f}"
-        if manifest.get("mixed_environments"):
+        text += f"\nall-empty baseline (predict no salt anywhere) on those images: {aggregate.baseline:.4f}"
+        if aggregate.mixed_environments:
             text += "\nwarning: cells ran in different environments (--allow-mixed): " + "; ".join(
-                json.dumps(e, sort_keys=True) for e in manifest["environments"])
+                json.dumps(e, sort_keys=True) for e in aggregate.environments)
     return text
 
 

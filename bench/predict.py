@@ -30,7 +30,8 @@ from bench.data import source, tgs
 from bench.data.rle import rle_encode
 from bench.errors import BenchError
 from bench.inference import ensemble_outputs, quantise
-from bench.rundir import METRICS, MODEL, OOF, Cell, CellRecord, Ensembles, RunDir, read_weights
+from bench.rundir import METRICS, MODEL, OOF, Cell, CellRecord, Ensembles, PostprocessDecisions, RunDir, read_weights
+from bench.rundir.tables import LEADERBOARD
 
 _CHUNK = 1024  # test images per predict_outputs call: the progress bar's step
 _BATCH = 128
@@ -67,7 +68,7 @@ def select(run: RunDir, arch: str | None, ensemble: list[str] | None, tta: str) 
         board_path = run.leaderboard_file
         if not board_path.is_file():
             raise BenchError(f"{board_path}: missing; pass --arch or --ensemble, or finish the run first")
-        board = pd.read_csv(board_path, **results.CSV_OPTIONS)
+        board = LEADERBOARD.read(board_path)
         if board.empty or "arch" not in board:
             raise BenchError(f"{board_path}: no architectures ranked; pass --arch or --ensemble")
         members = [str(board.sort_values("rank")["arch"].iloc[0])]
@@ -190,13 +191,12 @@ def predict_test(cfg: Config, cells: dict[str, list[Path]], images: np.ndarray, 
 
 def record_decision(run: RunDir, cfg: Config, sel: Selection, decision: postprocess.Decision, n_images: int) -> dict:
     """Add (or replace) this selection's entry in ``<run>/postprocess.json``, atomically; returns the entry."""
-    path = run.postprocess_file
-    table = atomic.read_json(path) if path.is_file() else {}
+    table = PostprocessDecisions.read(run.postprocess_file).entries
     entry = {"members": list(sel.members), "tta": sel.tta, "folds": cfg.protocol.folds,
              "seeds": list(cfg.protocol.seeds), "n_images": n_images, "protocol_hash": run.protocol_hash(),
              **decision.to_dict()}
     table[sel.key] = entry
-    atomic.write_json(path, table)
+    PostprocessDecisions(table).write(run.postprocess_file)
     return entry
 
 

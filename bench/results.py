@@ -1,5 +1,6 @@
-"""Turn a run directory's cells into ``leaderboard.csv``, ``per_image.csv``, ``gallery.npz`` and, for a run with
-``protocol.empty_head``, ``classifier.csv``.
+"""Score a run directory's cells into ``leaderboard.csv``, ``per_image.csv``, ``pairs.csv`` and, for a run with
+``protocol.empty_head``, ``classifier.csv`` (its rows are ``bench.classifier``'s); the gallery is
+``rundir.Gallery.choose``'s.
 
 Reads only the run directory (``data.npz`` holds the train ids, images, masks and folds), so a
 leaderboard can be rebuilt at any time, also from a partial run.
@@ -15,12 +16,13 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from bench import atomic, classifier, postprocess, stats
+from bench import classifier, postprocess, stats
 from bench.data.folds import N_CLASSES, coverage_class
 from bench.errors import BenchError
 from bench.identity import environment
 from bench.metrics import all_empty_scores, binarise, dice, iou, tgs_precision
 from bench.rundir import OOF, Cell, Gallery, HoldoutPrediction, ImageSet, OofPrediction, RunDir
+from bench.rundir.tables import CLASSIFIER, LEADERBOARD, PAIRS, PER_IMAGE, Aggregate
 
 
 @dataclass(frozen=True)
@@ -180,36 +182,25 @@ def _score_group(run: RunDir, arch: str, seed: int, group: pd.DataFrame, data: I
     records = []
     if head is not None:
         held_split = None if held_probs is None else (held_probs["probs"], held_probs["head_probs"], held.masks)
-        records = _classifier_rows(arch, seed, pooled.probs, head, truth, folds, thresholds, decision, held_split)
+        cut_scores, fold_cuts = _cut_scores(pooled.probs, head, truth, folds, thresholds, decision, held_split)
+        splits = {"oof": (head, truth)} if held_split is None else {"oof": (head, truth), "holdout": held_split[1:]}
+        records = classifier.table_rows(arch, seed, splits, cut_scores, decision.head_cut, fold_cuts)
     return _Group(arch, seed, row, oof, holdout, ensemble, pooled.probs, rows, hashes, records)
 
 
-#: the image-level empty cuts weighed against each other in classifier.csv: (column, the peak-probability cut is a
-#: candidate, the head's cut is a candidate); threshold and minimum area are decided as always
-CUTS = (("score_no_cut", False, False), ("score_peak_cut", True, False), ("score_head_cut", False, True),
-        ("score_both_cuts", True, True))
-
-
-def _cut(value: float | None) -> str:
-    return "none" if value is None else f"{value:.2f}"
-
-
-def _classifier_rows(arch: str, seed: int, probs: np.ndarray, head: np.ndarray, truth: np.ndarray, folds: np.ndarray,
-                     thresholds: dict[int, float], decision: postprocess.Decision,
-                     held: tuple[np.ndarray, np.ndarray, np.ndarray] | None) -> list[dict[str, Any]]:
-    """The head of one (arch, seed) as a classifier (at 0.5), as a leaderboard probe (``classifier.probe_table``)
-    and as an image-level empty cut against the peak-probability cut and no cut, per split.
+def _cut_scores(probs: np.ndarray, head: np.ndarray, truth: np.ndarray, folds: np.ndarray,
+                thresholds: dict[int, float], decision: postprocess.Decision,
+                held: tuple[np.ndarray, np.ndarray, np.ndarray] | None) -> tuple[dict[str, dict[str, float]], str]:
+    """The score of each image-level empty cut of ``classifier.CUTS`` per split, and each fold's own head cut.
 
     OOF scores are cross-fitted (each fold's threshold and cuts decided on the other folds; NaN with one fold
     done); holdout scores are the fold ensemble's under the decisions taken on the pooled OOF, so
-    ``score_both_cuts`` on the holdout is the leaderboard's ``ensemble_score``. ``head_cut`` is the pooled OOF's
-    cut (the holdout's and the test set's), ``fold_head_cuts`` each fold's own.
+    ``score_both_cuts`` on the holdout is the leaderboard's ``ensemble_score``.
     """
     crossfit = np.unique(folds).size > 1
-    splits = {"oof": (probs, head, truth)} if held is None else {"oof": (probs, head, truth), "holdout": held}
-    cut_scores: dict[str, dict[str, float]] = {name: {} for name in splits}
+    cut_scores: dict[str, dict[str, float]] = {"oof": {}} if held is None else {"oof": {}, "holdout": {}}
     fold_cuts = ""
-    for column, peak, use_head in CUTS:
+    for column, peak, use_head in classifier.CUTS:
         given = head if use_head else None
         if crossfit:
             masks, decisions = postprocess.cross_fitted(probs, truth, folds, head_probs=given, peak=peak,
@@ -225,24 +216,11 @@ def _classifier_rows(arch: str, seed: int, probs: np.ndarray, head: np.ndarray, 
             held_probs, held_head, held_masks = held
             masks = postprocess.apply(held_probs, pooled, held_head if use_head else None)
             cut_scores["holdout"][column] = float(tgs_precision(held_masks, masks).mean())
-    rows = []
-    for name, (_, split_head, split_truth) in splits.items():
-        empty = ~split_truth.any(axis=(1, 2))
-        judged = classifier.classifier_metrics(split_head, empty)
-        probe = classifier.probe_table(split_head, empty, truth_masks=split_truth)
-        rows.append({
-            "arch": arch, "seed": seed, "split": name, "n": judged["n"], "n_salt": judged["n_salt"],
-            "n_empty": judged["n_empty"], "accuracy": judged["accuracy"], "roc_auc": judged["roc_auc"],
-            "tp": judged["tp"], "fp": judged["fp"], "fn": judged["fn"], "tn": judged["tn"],
-            **{k: probe[k] for k in PROBE_KEYS}, **cut_scores[name],
-            "head_cut": np.nan if decision.head_cut is None else decision.head_cut,
-            "fold_head_cuts": fold_cuts if name == "oof" else "",
-        })
-    return rows
+    return cut_scores, fold_cuts
 
 
-PROBE_KEYS = ("all_empty_score", "probe_score", "oracle_score", "false_salt", "false_salt_cost", "false_empty",
-              "false_empty_cost")
+def _cut(value: float | None) -> str:
+    return "none" if value is None else f"{value:.2f}"
 
 
 def _check_environment(cells: pd.DataFrame, allow_mixed: bool, where: Path) -> list[dict[str, Any]]:
@@ -291,7 +269,8 @@ def _ranked(run: RunDir, groups: dict[tuple[str, int], _Group], held: ImageSet |
     """The architectures with every model of the protocol (and its holdout prediction) ranked on the holdout;
     without a holdout, or with no architecture complete, every architecture on the cross-fitted OOF of the seeds
     all have, over the images all scored."""
-    proto = run.protocol().get("protocol", {}).get("protocol", {})
+    record = run.protocol()
+    proto = {} if record is None else record.shared
     n_folds, seeds = int(proto.get("folds", 0)), sorted(int(s) for s in proto.get("seeds", []))
     archs = sorted({a for a, _ in groups})
     has_holdout = held is not None and len(held.ids) > 0
@@ -353,7 +332,8 @@ def aggregate(run_dir: Path | RunDir, *, allow_mixed: bool = False) -> tuple[pd.
     groups = {(arch, seed): _score_group(run, arch, seed, group, data, index, classes, held)
               for (arch, seed), group in cells.groupby(["arch", "seed"], sort=True)}
     ranked = _ranked(run, groups, held)
-    rope = run.protocol().get("protocol", {}).get("protocol", {}).get("rope", stats.ROPE)
+    record = run.protocol()
+    rope = (record.shared if record is not None else {}).get("rope", stats.ROPE)
     verdict = stats.verdict_table(ranked.scores, ranked.archs, truth_empty=ranked.truth_empty,
                                   pred_empty=ranked.pred_empty, rope=rope)
     per_seed = pd.DataFrame([g.row for g in groups.values()])
@@ -390,34 +370,35 @@ def aggregate(run_dir: Path | RunDir, *, allow_mixed: bool = False) -> tuple[pd.
                            "empty_pred", *(["head_prob"] if "head_prob" in per_image else [])]]
     pairs = verdict.attrs["pairs"]
     run.aggregate_file.unlink(missing_ok=True)
-    tables = {run.leaderboard_file: board.to_csv(index=False), run.per_image_file: per_image.to_csv(index=False),
-              run.pairs_file: pairs.to_csv(index=False)}
+    tables = {run.leaderboard_file: LEADERBOARD.write(run.leaderboard_file, board),
+              run.per_image_file: PER_IMAGE.write(run.per_image_file, per_image),
+              run.pairs_file: PAIRS.write(run.pairs_file, pairs)}
     records = [r for g in groups.values() for r in g.classifier]
     if records:
-        tables[run.classifier_file] = pd.DataFrame(records).to_csv(index=False)
-    for path, text in tables.items():
-        atomic.write_text(path, text)
+        tables[run.classifier_file] = CLASSIFIER.write(run.classifier_file, pd.DataFrame(records))
     gallery_probs = {}
     for g in groups.values():
         if g.seed == min(s for a, s in groups if a == g.arch):
             full = np.zeros((len(data.ids), *data.masks.shape[1:]), np.uint8)
             full[g.rows] = g.probs
             gallery_probs[g.arch] = full
-    _write_gallery(run, data, board, per_image[per_image["split"] == "oof"], gallery_probs)
+    gallery = Gallery.choose(data, board["arch"].tolist(), per_image[per_image["split"] == "oof"], gallery_probs)
+    if gallery is not None:
+        gallery.write(run.gallery_file)
     components = verdict.set_index("arch")[["n_models", "collapsed", "image_sd", "replicate_sd", "fold_sd", "seed_sd"]]
-    atomic.write_json(run.aggregate_file, {
-        "score_source": ranked.source, "replicate": verdict.attrs["replicate"],
-        "n_ranked_images": int(verdict.attrs["n_images"]), "n_models": int(verdict.attrs["n_replicates"]),
-        "n_seeds": int(ranked.scores.shape[2]), "rope": verdict.attrs["rope"], "alpha": verdict.attrs["alpha"],
-        "seeds_to_resolve": verdict.attrs["seeds_to_resolve"], "ranked": ranked.archs, "incomplete": ranked.lacking,
-        "variance": {a: {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in row.items()}
-                     for a, row in components.astype(object).to_dict("index").items()},
-        "cells": {name: h for g in groups.values() for name, h in sorted(g.hashes.items())},
-        "tables": {path.name: _digest(text) for path, text in tables.items()},
-        "environments": environments, "mixed_environments": len(environments) > 1,
-        "all_empty_oof": float(all_empty_scores(data.masks).mean()),
-        "all_empty_holdout": float(all_empty_scores(held.masks).mean()) if held is not None and len(held.ids) else None,
-    })
+    Aggregate(
+        score_source=ranked.source, replicate=verdict.attrs["replicate"],
+        n_ranked_images=int(verdict.attrs["n_images"]), n_models=int(verdict.attrs["n_replicates"]),
+        n_seeds=int(ranked.scores.shape[2]), rope=verdict.attrs["rope"], alpha=verdict.attrs["alpha"],
+        seeds_to_resolve=verdict.attrs["seeds_to_resolve"], ranked=ranked.archs, incomplete=ranked.lacking,
+        variance={a: {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in row.items()}
+                  for a, row in components.astype(object).to_dict("index").items()},
+        cells={name: h for g in groups.values() for name, h in sorted(g.hashes.items())},
+        tables={path.name: _digest(text) for path, text in tables.items()},
+        environments=environments, mixed_environments=len(environments) > 1,
+        all_empty_oof=float(all_empty_scores(data.masks).mean()),
+        all_empty_holdout=float(all_empty_scores(held.masks).mean()) if held is not None and len(held.ids) else None,
+    ).write(run.aggregate_file)
     return board, per_image
 
 
@@ -437,45 +418,15 @@ LEAD_COLUMNS = ["rank", "arch", "score", "score_source", "holdout_score", "oof_s
                 "postprocess_gain", "n_models", "collapsed", "se", "ci_lo", "ci_hi"]
 
 
-def _write_gallery(run: RunDir, data: ImageSet, board: pd.DataFrame, per_image: pd.DataFrame,
-                   probs: dict[str, np.ndarray], n_each: int = 2, n_disagree: int = 4) -> None:
-    """The same validation images for every architecture: best, median and worst of the winner, then
-    the images where architectures disagree most (largest spread of per-image score)."""
-    seed0 = per_image[per_image["seed"] == per_image["seed"].min()]
-    table = seed0.pivot_table(index="id", columns="arch", values="score")
-    table = table.dropna()
-    if table.empty:
-        return
-    winner = board["arch"].iloc[0]
-    order = table[winner].sort_values(kind="stable")
-    mid = len(order) // 2
-    chosen = list(dict.fromkeys(
-        list(order.index[::-1][:n_each]) + list(order.index[mid : mid + n_each]) + list(order.index[:n_each])
-    ))
-    labels = ["best"] * n_each + ["median"] * n_each + ["worst"] * n_each
-    spread = (table.max(axis=1) - table.min(axis=1)).drop(index=chosen, errors="ignore")
-    spread = spread[spread > 0].sort_values(ascending=False, kind="stable")
-    disagree = list(spread.index[:n_disagree])
-    ids = chosen + disagree
-    labels = labels[: len(chosen)] + ["disagree"] * len(disagree)
-    index = {str(i): k for k, i in enumerate(data.ids)}
-    rows = np.array([index[i] for i in ids])
-    Gallery(np.array(ids), np.array(labels), data.images[rows], data.masks[rows],
-            {a: probs[a][rows] for a in board["arch"] if a in probs}).write(run.gallery_file)
-
-
-CSV_OPTIONS = {"keep_default_na": False, "na_values": [""]}  # an id such as "NA" or "1e5" stays a string
-
-
 def _fresh(run: RunDir) -> bool:
     """True when the last aggregation (``aggregate.json``, written last) was built from exactly the finished cells
     as they are now (names and cell hashes) and every table beside it is the one it wrote (digests)."""
     if not run.aggregate_file.is_file():
         return False
     try:
-        manifest = atomic.read_json(run.aggregate_file)
-        recorded, digests = dict(manifest["cells"]), dict(manifest["tables"])
-    except (OSError, ValueError, KeyError, TypeError):
+        last = Aggregate.read(run.aggregate_file)
+        recorded, digests = dict(last.cells), dict(last.tables)
+    except (BenchError, ValueError, TypeError):
         return False
     try:
         now = {f"{c.arch}/{c.name}": run.cell_metrics(c).cell_hash for c in run.done_cells()}
@@ -499,9 +450,7 @@ def read_current(run_dir: Path | RunDir) -> tuple[pd.DataFrame, pd.DataFrame] | 
     run = RunDir(run_dir)
     if not _fresh(run):
         return None
-    board = pd.read_csv(run.leaderboard_file, dtype={"arch": str, "encoder": str, **DECISION_DTYPES}, **CSV_OPTIONS)
-    per_image = pd.read_csv(run.per_image_file, dtype={"id": str, "arch": str}, **CSV_OPTIONS)
-    return board, per_image
+    return LEADERBOARD.read(run.leaderboard_file), PER_IMAGE.read(run.per_image_file)
 
 
 def current(run_dir: Path | RunDir) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -515,9 +464,6 @@ def current(run_dir: Path | RunDir) -> tuple[pd.DataFrame, pd.DataFrame]:
     return tables if tables is not None else aggregate(run)
 
 
-DECISION_DTYPES = {c: str for c in ("threshold", "min_area", "empty_max_prob", "head_cut", "verdict", "recipe", "tuned")}
-
-
 def _cost(group: pd.DataFrame) -> dict[str, float]:
     """What one trained model of the group cost (``bench.cost``): epochs, counted training PFLOP, device-seconds of
     training, batch-1 latency (ms). NaN for cells written before cost was recorded."""
@@ -526,11 +472,3 @@ def _cost(group: pd.DataFrame) -> dict[str, float]:
 
     return {"epochs": mean("epochs"), "train_pflop": mean("train_flops", 1e15), "train_s": mean("train_s"),
             "infer_ms": mean("infer_ms")}
-
-
-def ranked_baseline(manifest: dict[str, Any]) -> float | None:
-    """The TGS score of predicting every mask empty on the images the ranking score is computed on (the holdout
-    when there is one): the floor any learned model must clear. None before the run is aggregated."""
-    if not manifest:
-        return None
-    return manifest.get("all_empty_holdout" if manifest.get("score_source") == "holdout" else "all_empty_oof")

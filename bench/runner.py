@@ -9,7 +9,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import torch
 
@@ -21,7 +20,8 @@ from bench.data import source
 from bench.data.partition import Partition, partition
 from bench.errors import BenchError
 from bench.executors import EXECUTORS
-from bench.rundir import METRICS, Cell, ImageSet, RunConfig, RunDir
+from bench.rundir import METRICS, Cell, ProtocolRecord, RunConfig, RunDir
+from bench.rundir.tables import Aggregate
 
 
 def prepare(cfg: Config, run: RunDir) -> None:
@@ -45,7 +45,7 @@ def prepare(cfg: Config, run: RunDir) -> None:
         raise BenchError(f"{run.config_file}: architectures: expected a mapping, got {type(previous).__name__}")
     merged["architectures"] = {**previous, **merged["architectures"]}
     RunConfig(merged).write(run.config_file)
-    atomic.write_json(run.protocol_file, {"hash": phash, "protocol": protocol_dict(cfg)})
+    ProtocolRecord(phash, protocol_dict(cfg)).write(run.protocol_file)
 
 
 def grid(cfg: Config, archs: list[str] | None = None, folds: list[int] | None = None) -> list[Cell]:
@@ -105,9 +105,9 @@ def load_data(cfg: Config, run: RunDir) -> Partition:
     return partition(cfg, run.splits_file, run.holdout_file)
 
 
-def run(cfg: Config, run_dir: Path | RunDir, *, archs: list[str] | None = None, folds: list[int] | None = None,
-        progress: bool = True, executor: str = "local", executor_options: dict[str, Any] | None = None,
-        allow_mixed: bool = False) -> pd.DataFrame:
+def run_grid(cfg: Config, run_dir: Path | RunDir, *, archs: list[str] | None = None, folds: list[int] | None = None,
+             progress: bool = True, executor: str = "local", executor_options: dict[str, Any] | None = None,
+             allow_mixed: bool = False) -> pd.DataFrame:
     """Train every pending cell of the grid, then aggregate the run directory. Returns the leaderboard.
 
     ``executor`` names one of ``EXECUTORS``; ``executor_options`` are its keyword options (for ``ray``:
@@ -130,10 +130,10 @@ def run(cfg: Config, run_dir: Path | RunDir, *, archs: list[str] | None = None, 
         _check_environment(cfg, run, pending[0].arch, device)
     prepare(cfg, run)
     if not run.data_file.is_file():  # the train images every cell of the run reads (Ray workers and the report too)
-        ImageSet(np.array(data.ids), data.images, data.masks, data.folds).write(run.data_file)
+        data.development.write(run.data_file)
     if not run.holdout_data_file.is_file():
-        ImageSet(np.array(data.holdout_ids), data.holdout_images, data.holdout_masks).write(run.holdout_data_file)
-    bfolds.export_imagesets(data.ids, data.folds, run.imagesets_dir)
+        data.holdout.write(run.holdout_data_file)
+    bfolds.export_imagesets(data.development.ids, data.development.folds, run.imagesets_dir)
     env = runtime.environment(cfg.runtime, device or torch.device("cpu"))
     if device is None:
         env.update(executor=executor, device=executor, device_name="Ray workers (each cell's metrics.json has its device)")
@@ -158,10 +158,11 @@ def run_command(config_paths: list[str] | None, overrides: list[str], *, out: Pa
     cfg = bconfig.load(paths, overrides)
     run_dir = RunDir(out or runtime.default_run_dir(cfg))
     t0 = time.perf_counter()
-    board = run(cfg, run_dir, archs=archs, folds=folds, progress=True, executor=executor,
+    board = run_grid(cfg, run_dir, archs=archs, folds=folds, progress=True, executor=executor,
                 executor_options=executor_options, allow_mixed=allow_mixed)
     print(f"\nleaderboard ({run_dir.leaderboard_file}):")
-    print(console.format_leaderboard(board, atomic.read_json(run_dir.aggregate_file)))
+    aggregate = Aggregate.read(run_dir.aggregate_file) if run_dir.aggregate_file.is_file() else None
+    print(console.format_leaderboard(board, aggregate))
     print(f"wall time {time.perf_counter() - t0:.0f} s")
     if report:
         from bench.report import build

@@ -17,7 +17,6 @@ the goal moves with the training seed: screen a recipe on several). The subproce
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import subprocess
 import sys
@@ -28,9 +27,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench import results
 from bench.data import synthetic, tgs
 from bench.errors import BenchError
+from bench.rundir import RunDir
+from bench.rundir.tables import Aggregate
 
 REPO = Path(__file__).resolve().parents[1]
 QUICK = REPO / "configs" / "quick.yaml"
@@ -120,13 +120,13 @@ def board_rows(run_dir: Path, recipe: str, variant: Variant, wall_s: float) -> l
     """One row per architecture from the run's leaderboard.csv, its margin taken over the all-empty score of the
     images its ranking score is computed on (the holdout when the run has one, else the development set)."""
     board = pd.read_csv(run_dir / "leaderboard.csv")
-    summary = json.loads((run_dir / "aggregate.json").read_text())
-    baseline = results.ranked_baseline(summary)
+    summary = Aggregate.read(RunDir(run_dir).aggregate_file)
+    baseline = summary.baseline
     rows = []
     for _, r in board.iterrows():
         rows.append({"recipe": recipe, "variant": variant.name, "arch": r["arch"], "baseline": baseline,
                      "score": r["score"], "margin": r["score"] - baseline,
-                     "oof_margin": r["oof_score"] - summary["all_empty_oof"],
+                     "oof_margin": r["oof_score"] - summary.all_empty_oof,
                      "learned": bool(r["learned"]), "train_images_per_s": r["train_images_per_s"], "wall_s": wall_s})
     return rows
 

@@ -51,11 +51,11 @@ def main() -> None:
         cells = len(archs) * args.folds
         rows = []
         t0 = time.perf_counter()
-        runner.run(cfg, Path(tmp) / "local", archs=archs, progress=False)
+        runner.run_grid(cfg, Path(tmp) / "local", archs=archs, progress=False)
         rows.append(("local executor", time.perf_counter() - t0))
         for n in (int(w) for w in args.workers.split(",")):
             t0 = time.perf_counter()
-            runner.run(cfg, Path(tmp) / f"ray{n}", archs=archs, progress=False, executor="ray",
+            runner.run_grid(cfg, Path(tmp) / f"ray{n}", archs=archs, progress=False, executor="ray",
                        executor_options={"num_cpus": n})
             rows.append((f"ray, {n} worker{'s' * (n > 1)}", time.perf_counter() - t0))
         start = _ray_start_s(max(int(w) for w in args.workers.split(",")))

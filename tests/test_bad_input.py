@@ -542,7 +542,7 @@ def finished_run(tiny_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -
     from bench import config, runner
 
     run_dir = tmp_path_factory.mktemp("finished") / "run"
-    runner.run(config.load([QUICK], _finished_overrides(tiny_dataset)), run_dir, archs=["unet"], progress=False)
+    runner.run_grid(config.load([QUICK], _finished_overrides(tiny_dataset)), run_dir, archs=["unet"], progress=False)
     return run_dir
 
 

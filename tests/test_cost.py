@@ -124,7 +124,7 @@ def test_a_run_at_equal_compute_trains_records_and_reports_each_architectures_ep
     per_epoch = cost.images_per_epoch(48, base.protocol.folds, base.protocol.batch_size)  # the tiny set, no holdout
     budget = 3 * cost.count_flops(base.plan("unet")).train * per_epoch  # three epochs of UNet
     cfg = config.load([QUICK], [*tiny_overrides(tiny_dataset), f"protocol.budget={{train_flops: {budget!r}}}"])
-    board = runner.run(cfg, run_dir, archs=["unet", "linknet"], progress=False)
+    board = runner.run_grid(cfg, run_dir, archs=["unet", "linknet"], progress=False)
     saved = config.load([run_dir / "config.yaml"], []).protocol.budget.epochs
     assert saved["unet"] == 3 and saved["linknet"] > 3
     for arch in ("unet", "linknet"):
@@ -142,7 +142,7 @@ def test_a_run_at_equal_compute_trains_records_and_reports_each_architectures_ep
     assert "training PFLOP per model" in page
     # the same data at equal epochs: compare names the budget and each architecture's epochs, and shows the ranks
     equal = tmp_path / "equal"
-    runner.run(base, equal, archs=["unet", "linknet"], progress=False)
+    runner.run_grid(base, equal, archs=["unet", "linknet"], progress=False)
     table, _ = compare.compare(equal, run_dir)
     rows = table.set_index("arch")
     assert rows.loc["linknet", "epochs_a"] == base.protocol.epochs and rows.loc["linknet", "epochs_b"] == saved["linknet"]
@@ -154,7 +154,7 @@ def test_a_run_at_equal_compute_trains_records_and_reports_each_architectures_ep
 @pytest.mark.slow
 def test_equal_epochs_report_says_so(tiny_dataset: Path, tmp_path: Path) -> None:
     cfg = config.load([QUICK], [*tiny_overrides(tiny_dataset), "protocol.epochs=1"])
-    runner.run(cfg, tmp_path / "run", archs=["unet"], folds=[0, 1], progress=False)
+    runner.run_grid(cfg, tmp_path / "run", archs=["unet"], folds=[0, 1], progress=False)
     page = build.render(build.load_run(tmp_path / "run"))
     assert "Equal epochs" in page and "every architecture trained 1 epochs" in page
     board = pd.read_csv(tmp_path / "run" / "leaderboard.csv")

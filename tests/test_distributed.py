@@ -73,7 +73,7 @@ def _our_cell_workers() -> list[int]:
 def test_ray_grid_matches_local_even_when_a_worker_is_killed(tiny_dataset: Path, tmp_path: Path,
                                                              capsys: pytest.CaptureFixture[str]) -> None:
     cfg = _tiny(tiny_dataset, **{"protocol.epochs": 3})
-    local = runner.run(cfg, tmp_path / "local", archs=ARCHS, progress=False)
+    local = runner.run_grid(cfg, tmp_path / "local", archs=ARCHS, progress=False)
 
     killed: list[int] = []
     stop = threading.Event()
@@ -89,7 +89,7 @@ def test_ray_grid_matches_local_even_when_a_worker_is_killed(tiny_dataset: Path,
     killer = threading.Thread(target=kill_one_worker_mid_cell, daemon=True)
     killer.start()
     try:
-        via_ray = runner.run(cfg, tmp_path / "ray", archs=ARCHS, progress=False, executor="ray",
+        via_ray = runner.run_grid(cfg, tmp_path / "ray", archs=ARCHS, progress=False, executor="ray",
                              executor_options={"num_cpus": 2})
     finally:
         stop.set()
@@ -118,7 +118,7 @@ def test_ray_failed_cell_is_reported_and_the_others_are_kept(tiny_dataset: Path,
     broken.mkdir(parents=True)  # a folder where the cell's last file goes: the worker's final write fails
 
     with pytest.raises(BenchError, match=r"1 of 2 cells failed .*unet fold0-seed0: "):
-        runner.run(cfg, tmp_path / "run", archs=["unet"], progress=False, executor="ray", executor_options={"num_cpus": 2})
+        runner.run_grid(cfg, tmp_path / "run", archs=["unet"], progress=False, executor="ray", executor_options={"num_cpus": 2})
     assert (tmp_path / "run" / "cells" / "unet" / "fold1-seed0" / "metrics.json").is_file()
     assert not (tmp_path / "run" / "cells" / "unet" / "fold0-seed0" / "metrics.json").is_file()
 
@@ -127,10 +127,10 @@ def test_ray_failed_cell_is_reported_and_the_others_are_kept(tiny_dataset: Path,
 @needs_ray
 def test_ray_request_no_node_can_meet_is_refused_not_queued_forever(tiny_dataset: Path, tmp_path: Path) -> None:
     with pytest.raises(BenchError, match=r"--gpus-per-cell 0 --cpus-per-cell 2: no node .*\(1 CPU/0 GPU\)"):
-        runner.run(_tiny(tiny_dataset), tmp_path / "run", archs=["unet"], progress=False, executor="ray",
+        runner.run_grid(_tiny(tiny_dataset), tmp_path / "run", archs=["unet"], progress=False, executor="ray",
                    executor_options={"num_cpus": 1, "cpus_per_cell": 2})
     with pytest.raises(BenchError, match=r"runtime.device is cuda but --gpus-per-cell is 0"):
-        runner.run(_tiny(tiny_dataset, **{"runtime.device": "cuda"}), tmp_path / "run", archs=["unet"],
+        runner.run_grid(_tiny(tiny_dataset, **{"runtime.device": "cuda"}), tmp_path / "run", archs=["unet"],
                    progress=False, executor="ray", executor_options={"num_cpus": 1, "gpus_per_cell": 0})
 
 
@@ -186,7 +186,7 @@ def test_ray_ctrl_c_cancels_and_the_run_resumes(tiny_dataset: Path, tmp_path: Pa
 def test_ray_missing_is_one_line(tiny_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray now raises ImportError
     with pytest.raises(BenchError, match=r"pip install 'salt-bench\[ray\]'"):
-        runner.run(_tiny(tiny_dataset), tmp_path / "run", archs=["unet"], progress=False, executor="ray")
+        runner.run_grid(_tiny(tiny_dataset), tmp_path / "run", archs=["unet"], progress=False, executor="ray")
 
 
 PG_PASSWORD = "s3cret-pw"  # in the storage URL; must never show up in a worker's output

@@ -244,7 +244,7 @@ def runs(tiny_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[s
     report goes to <tmp>/with/report.html)."""
     root = tmp_path_factory.mktemp("head-runs")
     overrides = tiny_overrides(tiny_dataset, **{"data.holdout": 0.25})
-    runner.run(config.load([QUICK], overrides + ["name=tiny"]), root / "without", archs=ARCHS, progress=False)
+    runner.run_grid(config.load([QUICK], overrides + ["name=tiny"]), root / "without", archs=ARCHS, progress=False)
     sets = [a for o in overrides + ["name=tiny-head", f"protocol.empty_head={HEAD}"] for a in ("--set", o)]
     done = _cli("run", "--config", str(QUICK), *sets, "--archs", ",".join(ARCHS), "--out", str(root / "with"), cwd=root)
     assert done.returncode == 0, done.stderr[-3000:]

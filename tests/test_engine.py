@@ -91,7 +91,7 @@ def test_resume_after_sigkill_gives_the_same_leaderboard(tiny_dataset: Path, tmp
 def test_run_writes_the_run_directory_and_beats_nothing_learned(tiny_dataset: Path, tmp_path: Path) -> None:
     cfg = _tiny(tiny_dataset, **{"protocol.input.size": 64, "protocol.input.mode": "resize"})
     run_dir = tmp_path / "run"
-    board = runner.run(cfg, run_dir, archs=["unet"], progress=False)
+    board = runner.run_grid(cfg, run_dir, archs=["unet"], progress=False)
     for name in ("config.yaml", "protocol.json", "splits.json", "env.json", "leaderboard.csv", "per_image.csv"):
         assert (run_dir / name).is_file(), name
     cell = run_dir / "cells" / "unet" / "fold0-seed0"
@@ -109,22 +109,22 @@ def test_run_writes_the_run_directory_and_beats_nothing_learned(tiny_dataset: Pa
     assert len(per_image) == 48 and per_image["id"].is_unique
     assert list(board["arch"]) == ["unet"] and 0.0 <= board["score"].iloc[0] <= 1.0
     # a second run with the same config trains nothing
-    again = runner.run(cfg, run_dir, archs=["unet"], progress=False)
+    again = runner.run_grid(cfg, run_dir, archs=["unet"], progress=False)
     pd.testing.assert_frame_equal(board, again)
 
 
 def test_mixing_protocols_in_one_run_dir_is_refused(tiny_dataset: Path, tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
-    runner.run(_tiny(tiny_dataset, **{"protocol.epochs": 1}), run_dir, archs=["unet"], folds=[0], progress=False)
+    runner.run_grid(_tiny(tiny_dataset, **{"protocol.epochs": 1}), run_dir, archs=["unet"], folds=[0], progress=False)
     with pytest.raises(BenchError, match="protocol"):
-        runner.run(_tiny(tiny_dataset, **{"protocol.epochs": 2}), run_dir, archs=["unet"], folds=[0], progress=False)
+        runner.run_grid(_tiny(tiny_dataset, **{"protocol.epochs": 2}), run_dir, archs=["unet"], folds=[0], progress=False)
 
 
 def test_non_finite_loss_stops_the_cell_and_says_why(tiny_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from bench import losses
 
     monkeypatch.setattr(losses.WeightedLoss, "forward", lambda self, logits, target: logits.mean() * float("nan"))
-    runner.run(_tiny(tiny_dataset), tmp_path / "run", archs=["unet"], folds=[0], progress=False)
+    runner.run_grid(_tiny(tiny_dataset), tmp_path / "run", archs=["unet"], folds=[0], progress=False)
     metrics = read_json(tmp_path / "run" / "cells" / "unet" / "fold0-seed0" / "metrics.json")
     assert metrics["status"] == "diverged"
     assert metrics["stop_reason"].startswith("non-finite loss at epoch 0")

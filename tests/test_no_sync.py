@@ -20,9 +20,10 @@ QUICK = Path(__file__).resolve().parents[1] / "configs" / "quick.yaml"
 def _epoch_syncs(tiny_dataset: Path, tmp_path: Path, batch_size: int) -> tuple[list[str], int]:
     cfg = config.load([QUICK], tiny_overrides(tiny_dataset, **{"protocol.batch_size": batch_size}))
     part = partition(cfg, tmp_path / f"s{batch_size}.json", tmp_path / f"h{batch_size}.json")
-    data = DeviceData.from_arrays(part.ids, part.images, part.masks, torch.device("cpu"))
+    dev = part.development
+    data = DeviceData.from_arrays(dev.ids, dev.images, dev.masks, torch.device("cpu"))
     plan = part.cfg.plan("unet")
-    split = FoldSplit.of(data, part.folds, 0, plan.protocol)
+    split = FoldSplit.of(data, dev.folds, 0, plan.protocol)
     trainer = Trainer(plan, Cell("unet", 0, 0), data, split.steps_per_epoch)
     # AdamW's per-parameter step counters are host tensors on every device (fused AdamW on CUDA reads none):
     # reading them never waits for a GPU, so they are exempt

@@ -35,7 +35,7 @@ DECISION_FIELDS = ("threshold", "min_area", "empty_max_prob", "score_raw", "scor
 @pytest.fixture(scope="module")
 def tiny_run(tiny_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     run_dir = tmp_path_factory.mktemp("predict") / "run"
-    runner.run(config.load([QUICK], tiny_overrides(tiny_dataset)), run_dir, archs=["unet", "linknet"], progress=False)
+    runner.run_grid(config.load([QUICK], tiny_overrides(tiny_dataset)), run_dir, archs=["unet", "linknet"], progress=False)
     return run_dir
 
 

@@ -117,7 +117,7 @@ def test_a_two_worker_run_prints_cells_done_of_total_up_to_all(tiny_dataset: Pat
 def test_the_one_worker_path_prints_the_same_lines(tiny_dataset: Path, tmp_path: Path,
                                                    capsys: pytest.CaptureFixture) -> None:
     sets = tiny_overrides(tiny_dataset, **{"protocol.epochs": 1})
-    runner.run(config.load([QUICK], sets), tmp_path / "run", archs=["unet"], progress=True)
+    runner.run_grid(config.load([QUICK], sets), tmp_path / "run", archs=["unet"], progress=True)
     out = capsys.readouterr().out.splitlines()
     assert [ln for ln in out if LINE.match(ln)][-1].startswith("cells 2/2 done; ")
     assert not list((tmp_path / "run").glob("cells/*/*/progress.json"))

@@ -39,7 +39,7 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     ])
     cfg.architectures = {"unet": {}, "linknet": {}}
     out = root / "tiny"
-    runner.run(cfg, out, progress=False)
+    runner.run_grid(cfg, out, progress=False)
     storage = f"sqlite:///{out / 'tuning' / 'unet.db'}"
     (out / "tuning").mkdir()
     study = optuna.create_study(study_name="tune-unet", storage=storage, direction="maximize",

@@ -138,7 +138,7 @@ def test_best_yaml_round_trips_into_a_run(resumed: dict, tiny_dataset: Path, tmp
     assert tuned["lr"] == study.best_trial.params["train.optimizer.lr"]
     cfg = config.load([QUICK, best_yaml], tiny_overrides(tiny_dataset))
     assert config.protocol_hash(cfg) == config.protocol_hash(config.load([QUICK], tiny_overrides(tiny_dataset)))
-    runner.run(cfg, tmp_path / "tuned", archs=["unet"], folds=[0], progress=False)
+    runner.run_grid(cfg, tmp_path / "tuned", archs=["unet"], folds=[0], progress=False)
     metrics = read_json(tmp_path / "tuned" / "cells" / "unet" / "fold0-seed0" / "metrics.json")
     assert metrics["arch_train"]["optimizer"] == tuned
     # best.yaml carries the tuned study's whole architecture section, model options included

@@ -43,7 +43,7 @@ def test_the_holdout_is_locked_inverting_its_masks_changes_no_cell(tiny_dataset:
     sets = tiny_overrides(tiny_dataset, **{"protocol.epochs": 1, "data.holdout": 0.25})
     cfg = config.load([QUICK], sets)
     first = RunDir(tmp_path / "first")
-    runner.run(cfg, first.path, archs=["unet"], progress=False)
+    runner.run_grid(cfg, first.path, archs=["unet"], progress=False)
     held = list(atomic.read_json(first.holdout_file)["ids"])
     assert len(held) == 12
     inverted = tmp_path / "inverted-data"
@@ -53,7 +53,7 @@ def test_the_holdout_is_locked_inverting_its_masks_changes_no_cell(tiny_dataset:
     for name in ("splits.json", "holdout.json"):  # the recorded split, reused as a user reuses `data folds` output
         shutil.copy(first.path / name, second.path / name)
     cfg2 = config.load([QUICK], tiny_overrides(inverted, **{"protocol.epochs": 1, "data.holdout": 0.25}))
-    runner.run(cfg2, second.path, archs=["unet"], progress=False)
+    runner.run_grid(cfg2, second.path, archs=["unet"], progress=False)
     assert second.protocol_hash() != first.protocol_hash()  # the data changed, and the protocol says so
     for fold in (0, 1):
         cell = Cell("unet", fold, 0)
@@ -69,11 +69,12 @@ def test_synthetic_holdout_is_extra_images_after_the_development_set(tmp_path: P
     monkeypatch.setenv("SALT_BENCH_CACHE", str(tmp_path / "cache"))
     cfg = config.load([QUICK], ["data.n_train=40", "data.n_test=0", "data.n_holdout=16", "protocol.folds=2"])
     part = partition(cfg, tmp_path / "splits.json", tmp_path / "holdout.json")
-    assert len(part.ids) == 40 and len(part.holdout_ids) == 16
-    assert not set(part.ids) & set(part.holdout_ids)
+    dev, held = part.development, part.holdout
+    assert len(dev.ids) == 40 and len(held.ids) == 16
+    assert not set(dev.ids) & set(held.ids)
     smaller = partition(config.load([QUICK], ["data.n_train=40", "data.n_test=0", "data.n_holdout=0"]),
-                        tmp_path / "s2.json", tmp_path / "h2.json")
-    assert smaller.ids == part.ids and np.array_equal(smaller.masks, part.masks)  # same development images
+                        tmp_path / "s2.json", tmp_path / "h2.json").development
+    assert np.array_equal(smaller.ids, dev.ids) and np.array_equal(smaller.masks, dev.masks)  # same development images
 
 
 @pytest.mark.slow
@@ -83,7 +84,8 @@ def test_a_killed_cell_resumed_with_a_changed_recipe_restarts_under_the_new_one(
     old = config.load([QUICK], sets)
     new = config.load([QUICK], sets + ["architectures.unet.train.optimizer.lr=0.0005"])
     part = partition(old, tmp_path / "splits.json", tmp_path / "holdout.json")
-    data = DeviceData.from_arrays(part.ids, part.images, part.masks, torch.device("cpu"))
+    dev = part.development
+    data = DeviceData.from_arrays(dev.ids, dev.images, dev.masks, torch.device("cpu"))
     cell, out = Cell("unet", 0, 0), tmp_path / "cell"
 
     class Killed(Exception):
@@ -94,12 +96,12 @@ def test_a_killed_cell_resumed_with_a_changed_recipe_restarts_under_the_new_one(
             raise Killed
 
     with pytest.raises(Killed):  # killed in epoch 1, after epoch 0 was checkpointed under the old recipe
-        train_cell(part.cfg.plan("unet"), cell, data, part.folds, out, on_epoch=kill, progress=False)
+        train_cell(part.cfg.plan("unet"), cell, data, dev.folds, out, on_epoch=kill, progress=False)
     assert (out / rundir.CHECKPOINT).is_file()
     new_cfg = config.from_dict({**new.to_dict(), "data": part.cfg.to_dict()["data"]})
-    resumed = train_cell(new_cfg.plan("unet"), cell, data, part.folds, out, progress=False)
+    resumed = train_cell(new_cfg.plan("unet"), cell, data, dev.folds, out, progress=False)
     assert "restarts from epoch 0" in capsys.readouterr().out
-    fresh = train_cell(new_cfg.plan("unet"), cell, data, part.folds, tmp_path / "fresh", progress=False)
+    fresh = train_cell(new_cfg.plan("unet"), cell, data, dev.folds, tmp_path / "fresh", progress=False)
     assert resumed.cell_hash == fresh.cell_hash and resumed.recipe == "lr=0.0005"
     history = pd.read_csv(out / rundir.HISTORY)
     assert history.equals(pd.read_csv(tmp_path / "fresh" / rundir.HISTORY))
@@ -111,13 +113,14 @@ def test_crossfit_scores_each_half_by_the_epoch_chosen_on_the_other(tiny_dataset
     cfg = config.load([QUICK], tiny_overrides(tiny_dataset, **{"protocol.epochs": 3, "protocol.checkpoint": "crossfit",
                                                                 "data.holdout": 0}))
     part = partition(cfg, tmp_path / "splits.json", tmp_path / "holdout.json")
-    data = DeviceData.from_arrays(part.ids, part.images, part.masks, torch.device("cpu"))
-    metrics = train_cell(part.cfg.plan("unet"), Cell("unet", 0, 0), data, part.folds, tmp_path / "c", progress=False)
+    dev = part.development
+    data = DeviceData.from_arrays(dev.ids, dev.images, dev.masks, torch.device("cpu"))
+    metrics = train_cell(part.cfg.plan("unet"), Cell("unet", 0, 0), data, dev.folds, tmp_path / "c", progress=False)
     history = pd.read_csv(tmp_path / "c" / rundir.HISTORY).set_index("epoch")
     kept = metrics.kept_epochs
     assert kept["half_a_by"] == int(history["val_score_b"].idxmax())  # half A is scored by B's choice
     assert kept["half_b_by"] == int(history["val_score_a"].idxmax())
-    n = len(part.folds[part.folds == 0])
+    n = len(dev.folds[dev.folds == 0])
     n_a = n // 2
     expected = (n_a * history.loc[kept["half_a_by"], "val_score_a"]
                 + (n - n_a) * history.loc[kept["half_b_by"], "val_score_b"]) / n
@@ -127,7 +130,7 @@ def test_crossfit_scores_each_half_by_the_epoch_chosen_on_the_other(tiny_dataset
 @pytest.mark.slow
 def test_leaderboard_leads_with_the_columns_outside_tools_read(tiny_dataset: Path, tmp_path: Path) -> None:
     cfg = config.load([QUICK], tiny_overrides(tiny_dataset, **{"protocol.epochs": 1, "data.holdout": 0.25}))
-    board = runner.run(cfg, tmp_path / "run", archs=["unet", "linknet"], progress=False)
+    board = runner.run_grid(cfg, tmp_path / "run", archs=["unet", "linknet"], progress=False)
     assert list(board.columns[: len(LEAD_COLUMNS)]) == LEAD_COLUMNS
     on_disk = pd.read_csv(tmp_path / "run" / "leaderboard.csv")
     assert list(on_disk.columns[: len(LEAD_COLUMNS)]) == LEAD_COLUMNS
@@ -154,7 +157,7 @@ def _four_models(tiny_dataset: Path, tmp_path: Path) -> tuple[config.Config, Run
     cfg = config.load([QUICK], tiny_overrides(tiny_dataset, **{"protocol.epochs": 1, "data.holdout": 0.25,
                                                                 "protocol.seeds": "[0, 1]"}))
     run = RunDir(tmp_path / "run")
-    runner.run(cfg, run.path, archs=["unet", "linknet"], progress=False)
+    runner.run_grid(cfg, run.path, archs=["unet", "linknet"], progress=False)
     return cfg, run
 
 

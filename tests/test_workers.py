@@ -74,9 +74,9 @@ def _cells(run: Path) -> dict[str, str]:
 @pytest.mark.slow
 def test_two_local_workers_give_the_leaderboard_of_one(tiny_dataset: Path, tmp_path: Path) -> None:
     sets = tiny_overrides(tiny_dataset, **{"protocol.epochs": 1, "data.holdout": 0.25})
-    one = runner.run(config.load([QUICK], sets + ["runtime.workers=1"]), tmp_path / "one", archs=["unet", "linknet"],
+    one = runner.run_grid(config.load([QUICK], sets + ["runtime.workers=1"]), tmp_path / "one", archs=["unet", "linknet"],
                      progress=False)
-    two = runner.run(config.load([QUICK], sets + ["runtime.workers=2"]), tmp_path / "two", archs=["unet", "linknet"],
+    two = runner.run_grid(config.load([QUICK], sets + ["runtime.workers=2"]), tmp_path / "two", archs=["unet", "linknet"],
                      progress=False)
     assert _cells(tmp_path / "one") == _cells(tmp_path / "two") and len(_cells(tmp_path / "one")) == 4
     pd.testing.assert_frame_equal(one.drop(columns=TIMING), two.drop(columns=TIMING))

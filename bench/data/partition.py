@@ -20,21 +20,17 @@ from bench.config import Config
 from bench.data import folds as bfolds
 from bench.data import source
 from bench.errors import BenchError, one_line
+from bench.rundir import ImageSet
 
 
-@dataclass
+@dataclass(frozen=True)
 class Partition:
-    """The run's data: the config with the data fingerprint filled in, the development set and its
-    folds, and the holdout (possibly empty)."""
+    """The run's data: the config with the data fingerprint filled in, the development set with its folds and the
+    holdout (possibly empty), each the ``ImageSet`` the run directory keeps (``data.npz``, ``holdout.npz``)."""
 
     cfg: Config
-    ids: list[str]
-    images: np.ndarray
-    masks: np.ndarray
-    folds: np.ndarray
-    holdout_ids: list[str]
-    holdout_images: np.ndarray
-    holdout_masks: np.ndarray
+    development: ImageSet
+    holdout: ImageSet
 
 
 def _with_fingerprint(cfg: Config, fingerprint: str) -> Config:
@@ -95,5 +91,6 @@ def partition(cfg: Config, splits_file: Path, holdout_file: Path) -> Partition:
         raise BenchError(f"{splits_file}: {one_line(exc)}") from None
     if record is not None:  # written once the split has succeeded: a refused one leaves no run directory behind
         atomic.write_json(holdout_file, record)
-    return Partition(cfg, ids, data.images[dev], data.masks[dev], assignment,
-                     [i for i, keep in zip(data.ids, dev) if not keep], data.images[~dev], data.masks[~dev])
+    held_out = [i for i, keep in zip(data.ids, dev) if not keep]
+    return Partition(cfg, ImageSet(np.array(ids), data.images[dev], data.masks[dev], assignment),
+                     ImageSet(np.array(held_out), data.images[~dev], data.masks[~dev]))

@@ -6,6 +6,7 @@ they are now (``bench.results.read_current``). Bringing a stale run up to date i
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,8 @@ import pandas as pd
 from bench import results
 from bench.errors import BenchError
 from bench.rundir import HISTORY, Cell, Gallery, History, RunDir
-from bench.rundir.guard import read_json_object, reading
+from bench.rundir.guard import read_json_object
+from bench.rundir.tables import CLASSIFIER, COMPARISON, PAIRS, Aggregate, Table
 
 
 @dataclass
@@ -96,11 +98,8 @@ def _read_json(path: Path, what: str) -> dict[str, Any]:
     return read_json_object(path, what) if path.is_file() else {}
 
 
-def _read_csv(path: Path, dtypes: dict[str, type]) -> pd.DataFrame:
-    if not path.is_file():
-        return pd.DataFrame()
-    with reading(path, "table"):
-        return pd.read_csv(path, dtype=dtypes, **results.CSV_OPTIONS)
+def _read_table(table: Table, path: Path) -> pd.DataFrame:
+    return table.read(path) if path.is_file() else pd.DataFrame()
 
 
 def _cell_key(frame: pd.DataFrame) -> set[tuple[str, int, int]]:
@@ -152,25 +151,25 @@ def load_run(run_dir: Path | RunDir) -> RunData:
     if not run.protocol_file.is_file():
         raise BenchError(f"{run}: not a salt-bench run directory (no protocol.json)")
     protocol = run.protocol()
+    record = {} if protocol is None else protocol.protocol
     config = run.config_tree()
     splits = _read_json(run.splits_file, "fold split")
     splits.pop("folds", None)
     cells = run.metrics_table()
     board, per_image = _tables(run) if not cells.empty else (pd.DataFrame(), pd.DataFrame())
-    record = protocol.get("protocol") or {}
     missing, expected = _missing(config, record.get("protocol") or {}, cells)
     data = RunData(
-        run_dir=run.path, name=run.path.resolve().name, config=config, protocol_hash=protocol.get("hash"),
+        run_dir=run.path, name=run.path.resolve().name, config=config, protocol_hash=None if protocol is None else protocol.hash,
         protocol_record=record, env=_read_json(run.env_file, "environment record"), splits=splits, cells=cells, board=board,
         per_image=per_image, history=_histories(run, cells) if not cells.empty else pd.DataFrame(),
         gallery=_gallery(run) if not cells.empty else None, missing=missing, expected=expected,
     )
-    data.manifest = _read_json(run.aggregate_file, "aggregate manifest")
-    if run.pairs_file.is_file():
-        data.pairs = _read_csv(run.pairs_file, {"arch": str, "other": str, "verdict": str})
+    aggregate = Aggregate.read(run.aggregate_file) if run.aggregate_file.is_file() else None
+    data.manifest = {} if aggregate is None else dataclasses.asdict(aggregate)
+    data.pairs = _read_table(PAIRS, run.pairs_file)
     if data.empty_head and not cells.empty:
-        data.classifier = _read_csv(run.classifier_file, {"arch": str, "split": str, "fold_head_cuts": str})
-        data.comparisons = [(path.stem, _read_csv(path, {"arch": str, "split": str, "differences": str, "verdict": str}))
+        data.classifier = _read_table(CLASSIFIER, run.classifier_file)
+        data.comparisons = [(path.stem, _read_table(COMPARISON, path))
                             for path in sorted(run.compare_dir.glob("*.csv"))]
-    data.baseline = results.ranked_baseline(data.manifest)
+    data.baseline = None if aggregate is None else aggregate.baseline
     return data

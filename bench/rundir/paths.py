@@ -15,10 +15,14 @@ import pandas as pd
 from bench import atomic
 from bench.errors import BenchError
 from bench.rundir.cell import METRICS, PROGRESS, CellRecord
-from bench.rundir.guard import read_json_object
-from bench.rundir.run import ImageSet, RunConfig
+from bench.rundir.run import ImageSet, ProtocolRecord, RunConfig
 
 _CELL_NAME = re.compile(r"fold(\d+)-seed(\d+)")
+
+
+def trial_name(number: int | str) -> str:
+    """A trial's folder in its study's folder (``RunDir.study_dir``)."""
+    return f"trial-{number}"
 
 
 @dataclass(frozen=True, order=True)
@@ -155,6 +159,22 @@ class RunDir:
     def tuning_dir(self) -> Path:
         return self.path / "tuning"
 
+    def study_db(self, study: str) -> Path:
+        """The study's Optuna SQLite file, when ``salt-bench tune`` is given no ``--storage``."""
+        return self.tuning_dir / f"{study}.db"
+
+    def study_dbs(self) -> list[Path]:
+        """Every SQLite file under ``tuning/`` (another storage's studies may have been copied in), sorted."""
+        return sorted(self.tuning_dir.rglob("*.db")) if self.tuning_dir.is_dir() else []
+
+    def study_best_file(self, study: str) -> Path:
+        """``<study>.best.yaml``: the best trial's section as a config layer."""
+        return self.tuning_dir / f"{study}.best.yaml"
+
+    def study_dir(self, study: str) -> Path:
+        """The study's trials: ``trial-<n>/<cell>/`` each (``trial_name``)."""
+        return self.tuning_dir / study
+
     @property
     def cells_dir(self) -> Path:
         return self.path / "cells"
@@ -164,7 +184,7 @@ class RunDir:
         run that files are written into, one by one: never a walk, never a folder outside the run."""
         root = self.path.resolve()
         folders = [self.path, self.holdout_dir, self.compare_dir, self.tuning_dir, *self.cells_dir.glob("*/*"),
-                   *self.imagesets_dir.glob("fold*"), *self.tuning_dir.glob("*/trial-*/*")]
+                   *self.imagesets_dir.glob("fold*"), *self.tuning_dir.glob(f"*/{trial_name('*')}/*")]
         return [tmp for folder in folders if folder.resolve().is_relative_to(root)
                 for tmp in atomic.remove_stale_temps(folder)]
 
@@ -204,12 +224,13 @@ class RunDir:
         return pd.DataFrame([self.cell_metrics(c).to_dict() for c in cells])
 
     # the run's own records
-    def protocol(self) -> dict[str, Any]:
-        """``protocol.json``: ``{"hash": ..., "protocol": {"data": ..., "protocol": ...}}``, or {} before the first run."""
-        return read_json_object(self.protocol_file, "protocol record") if self.protocol_file.is_file() else {}
+    def protocol(self) -> ProtocolRecord | None:
+        """``protocol.json``, None before the first run."""
+        return ProtocolRecord.read(self.protocol_file) if self.protocol_file.is_file() else None
 
     def protocol_hash(self) -> str | None:
-        return self.protocol().get("hash")
+        record = self.protocol()
+        return None if record is None else record.hash
 
     def config(self) -> Any:
         """The run's typed config (``config.yaml``); a directory without one is a one-line error."""

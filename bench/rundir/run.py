@@ -14,7 +14,7 @@ import yaml
 
 from bench import atomic
 from bench.errors import BenchError
-from bench.rundir.guard import reading, require
+from bench.rundir.guard import read_json_object, reading, require
 
 
 @dataclass(frozen=True)
@@ -111,6 +111,33 @@ class Gallery:
     masks: np.ndarray
     probs: dict[str, np.ndarray]  # arch -> (n, 101, 101) uint8, in the leaderboard's order
 
+    @classmethod
+    def choose(cls, data: ImageSet, ranking: list[str], per_image: pd.DataFrame, probs: dict[str, np.ndarray],
+               n_each: int = 2, n_disagree: int = 4) -> Gallery | None:
+        """The same validation images for every architecture (``ranking``: the leaderboard's order): best, median
+        and worst of the winner, then the images where architectures disagree most (largest spread of per-image
+        OOF score, first seed). ``probs``: each architecture's levels for every image of ``data``. None when no
+        image was scored by every architecture."""
+        seed0 = per_image[per_image["seed"] == per_image["seed"].min()]
+        table = seed0.pivot_table(index="id", columns="arch", values="score").dropna()
+        if table.empty:
+            return None
+        order = table[ranking[0]].sort_values(kind="stable")
+        mid = len(order) // 2
+        chosen = list(dict.fromkeys(
+            list(order.index[::-1][:n_each]) + list(order.index[mid : mid + n_each]) + list(order.index[:n_each])
+        ))
+        labels = ["best"] * n_each + ["median"] * n_each + ["worst"] * n_each
+        spread = (table.max(axis=1) - table.min(axis=1)).drop(index=chosen, errors="ignore")
+        spread = spread[spread > 0].sort_values(ascending=False, kind="stable")
+        disagree = list(spread.index[:n_disagree])
+        ids = chosen + disagree
+        labels = labels[: len(chosen)] + ["disagree"] * len(disagree)
+        index = {str(i): k for k, i in enumerate(data.ids)}
+        rows = np.array([index[i] for i in ids])
+        return cls(np.array(ids), np.array(labels), data.images[rows], data.masks[rows],
+                   {a: probs[a][rows] for a in ranking if a in probs})
+
     def write(self, path: Path) -> None:
         arrays = {f"probs_{a}": p for a, p in self.probs.items()}
         atomic.write_npz(path, ids=self.ids, labels=self.labels, images=self.images, masks=self.masks,
@@ -126,6 +153,47 @@ class Gallery:
         if len(sizes) != 1:
             raise BenchError(f"{path}: not a gallery (its arrays hold different numbers of images)")
         return found
+
+
+@dataclass(frozen=True)
+class ProtocolRecord:
+    """``protocol.json``: the run's protocol hash and what it covers (``{"data": ..., "protocol": ...}``, from
+    ``bench.config.protocol_dict``); a run directory holds one protocol."""
+
+    hash: str
+    protocol: dict[str, Any]
+
+    @property
+    def shared(self) -> dict[str, Any]:
+        """The shared protocol section (folds, seeds, loss, rope, ...)."""
+        return self.protocol.get("protocol") or {}
+
+    def write(self, path: Path) -> None:
+        atomic.write_json(path, {"hash": self.hash, "protocol": self.protocol})
+
+    @classmethod
+    def read(cls, path: Path) -> ProtocolRecord:
+        raw = read_json_object(path, "protocol record")
+        require(path, "protocol record", raw, ("hash", "protocol"))
+        if not isinstance(raw["hash"], str) or not isinstance(raw["protocol"], dict):
+            raise BenchError(f"{path}: not a protocol record (expected a hash string and a protocol object)")
+        return cls(raw["hash"], raw["protocol"])
+
+
+@dataclass(frozen=True)
+class PostprocessDecisions:
+    """``postprocess.json``: ``salt-bench predict``'s decision per selection (its key: members and TTA), with what it
+    was decided on (folds, seeds, images, protocol hash)."""
+
+    entries: dict[str, dict[str, Any]]
+
+    def write(self, path: Path) -> None:
+        atomic.write_json(path, self.entries)
+
+    @classmethod
+    def read(cls, path: Path) -> PostprocessDecisions:
+        """The decisions at ``path``; none when there is no file yet."""
+        return cls(read_json_object(path, "post-processing record") if path.is_file() else {})
 
 
 @dataclass(frozen=True)

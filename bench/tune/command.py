@@ -51,17 +51,17 @@ def tune(config_paths: list[str] | None, overrides: list[str], *, archs: list[st
     store = open_storage(storage, space) if storage else None  # a bad one fails before the run directory is made
     run = RunDir(out or runtime.default_run_dir(cfg))
     device = runtime.setup(cfg)
-    raw = runner.load_data(cfg, run)  # the development set only: tuning never sees the holdout
-    cfg, assignment = raw.cfg, raw.folds
+    partition = runner.load_data(cfg, run)
+    cfg, dev = partition.cfg, partition.development  # the development set only: tuning never sees the holdout
     runner.prepare(cfg, run)
-    data = DeviceData.from_arrays(raw.ids, raw.images, raw.masks, device)
+    data = DeviceData.from_arrays([str(i) for i in dev.ids], dev.images, dev.masks, device)
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # one line per trial is printed here instead
     print(f"salt-bench tune: protocol {protocol_hash(cfg)}, space {space.path}, "
           f"{space.pruner['name']} pruner, on {device}; run directory {run}")
     outcomes = []
     for arch in archs:
         name = f"{study}-{arch}" if study and every else study
-        o = tune_arch(cfg, arch, space, run_dir=run.path, data=data, assignment=assignment, folds=folds,
+        o = tune_arch(cfg, arch, space, run_dir=run.path, data=data, assignment=dev.folds, folds=folds,
                       n_trials=n_trials, timeout=timeout, storage=storage, study_name=name,
                       config_paths=paths, overrides=overrides, progress=sys.stderr.isatty(), store=store)
         print(format_outcome(o) + "\n", flush=True)

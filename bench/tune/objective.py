@@ -19,6 +19,7 @@ from bench.errors import summary
 from bench.metrics import all_empty_scores
 from bench.redact import mask_url
 from bench.rundir import CHECKPOINT, METRICS, MODEL, Cell, CellRecord
+from bench.rundir.paths import trial_name
 from bench.tune.space import Space, arch_section, with_arch
 
 TRIAL_DIR = "trial_dir"  # user attr; Optuna's retry callback copies it, so a retried trial resumes its cells
@@ -95,7 +96,7 @@ def make_objective(cfg: Config, arch: str, space: Space, cells: list[Cell], data
     def objective(trial: optuna.Trial) -> float:
         name = trial.user_attrs.get(TRIAL_DIR)
         if name is None:  # a fresh trial: a folder of that name can only be left by a deleted study
-            name = f"trial-{trial.number}"
+            name = trial_name(trial.number)
             shutil.rmtree(study_dir / name, ignore_errors=True)
             trial.set_user_attr(TRIAL_DIR, name)
         trial_dir = study_dir / name

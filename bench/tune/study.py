@@ -50,9 +50,9 @@ def tune_arch(cfg: Config, arch: str, space: Space, *, run_dir: Path, data: Devi
 
     ``store`` is ``storage`` already opened (``open_storage``), so that several studies share one connection."""
     study_name = study_name or f"tune-{arch}"
-    tuning = RunDir(run_dir).tuning_dir
-    tuning.mkdir(parents=True, exist_ok=True)
-    url = storage or f"sqlite:///{(tuning / f'{study_name}.db').resolve()}"
+    run = RunDir(run_dir)
+    run.tuning_dir.mkdir(parents=True, exist_ok=True)
+    url = storage or f"sqlite:///{run.study_db(study_name).resolve()}"
     cells = runner.grid(cfg, [arch], folds)
     store = store or open_storage(url, space)
     try:
@@ -70,7 +70,7 @@ def tune_arch(cfg: Config, arch: str, space: Space, *, run_dir: Path, data: Devi
     if study.direction != optuna.study.StudyDirection.MAXIMIZE:
         raise BenchError(f"{mask_url(url)}: study {study_name!r} minimises; the TGS score is maximised: use another --study")
     check_study(study, signature(cfg, arch, cells), mask_url(url))
-    best_path = tuning / f"{study_name}.best.yaml"
+    best_path = run.study_best_file(study_name)
     paths, sets = config_paths or ["<config>"], overrides or []
     added, started = [0], time.monotonic()
 
@@ -88,7 +88,7 @@ def tune_arch(cfg: Config, arch: str, space: Space, *, run_dir: Path, data: Devi
           + (f"trials for {timeout:.0f} s" if timeout else ""), flush=True)
     if space.per_cell_pruning and len(cells) < 3:  # it needs two paired folds, and the last fold is never pruned
         print(f"note: the wilcoxon pruner compares folds; with {len(cells)} it never prunes (use 3 or more)", flush=True)
-    objective = make_objective(cfg, arch, space, cells, data, assignment, tuning / study_name, progress)
+    objective = make_objective(cfg, arch, space, cells, data, assignment, run.study_dir(study_name), progress)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         study.optimize(objective, n_trials=n_trials, timeout=timeout, catch=(Exception,), callbacks=[on_trial_end])

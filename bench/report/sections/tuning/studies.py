@@ -18,6 +18,7 @@ from optuna.visualization import matplotlib as ovm
 
 from bench.errors import BenchError
 from bench.report.plots import png_uri
+from bench.rundir import RunDir
 
 
 def _is_optuna_db(path: Path) -> bool:
@@ -30,9 +31,8 @@ def _is_optuna_db(path: Path) -> bool:
 
 def find_studies(run_dir: Path) -> list[optuna.Study]:
     """Every study in every Optuna SQLite file under ``run_dir/tuning/`` (sorted by file, then name)."""
-    root = Path(run_dir) / "tuning"
     studies: list[optuna.Study] = []
-    for path in sorted(root.rglob("*.db")) if root.is_dir() else []:
+    for path in RunDir(run_dir).study_dbs():
         if not _is_optuna_db(path):
             continue
         url = f"sqlite:///{path.resolve()}"
