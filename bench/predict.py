@@ -85,18 +85,15 @@ def cell_dirs(run: RunDir, cfg: Config, sel: Selection, *, need_models: bool) ->
     and, with ``need_models``, its weights are read here, before anything is written or predicted."""
     out: dict[str, list[Path]] = {}
     for arch in sel.members:
-        dirs = []
-        for seed in cfg.protocol.seeds:
-            for fold in range(cfg.protocol.folds):
-                cell = run.cell_dir(Cell(arch, fold, seed))
-                needed = [METRICS, OOF] + ([MODEL] if need_models else [])
-                missing = [f for f in needed if not (cell / f).is_file()]
-                if missing:
-                    raise BenchError(f"{cell}: missing {missing[0]} ({_why_missing(cell, missing)})")
-                CellRecord.read(cell / METRICS)
-                if need_models:
-                    read_weights(cell / MODEL)
-                dirs.append(cell)
+        dirs = [run.cell_dir(c) for c in Cell.grid([arch], range(cfg.protocol.folds), cfg.protocol.seeds)]
+        for cell in dirs:
+            needed = [METRICS, OOF] + ([MODEL] if need_models else [])
+            missing = [f for f in needed if not (cell / f).is_file()]
+            if missing:
+                raise BenchError(f"{cell}: missing {missing[0]} ({_why_missing(cell, missing)})")
+            CellRecord.read(cell / METRICS)
+            if need_models:
+                read_weights(cell / MODEL)
         out[arch] = dirs
     return out
 

@@ -49,6 +49,7 @@ def prepare(cfg: Config, run: RunDir) -> None:
 
 
 def grid(cfg: Config, archs: list[str] | None = None, folds: list[int] | None = None) -> list[Cell]:
+    """The config's grid, or the part of it ``--archs`` / ``--folds`` name (each checked against the config)."""
     names = list(cfg.architectures)
     for a in archs or []:
         if a not in names:
@@ -56,8 +57,7 @@ def grid(cfg: Config, archs: list[str] | None = None, folds: list[int] | None = 
     for f in folds or []:
         if not 0 <= f < cfg.protocol.folds:
             raise BenchError(f"--folds: {f} is out of range for protocol.folds={cfg.protocol.folds}")
-    return [Cell(a, f, s) for s in cfg.protocol.seeds for f in (folds or range(cfg.protocol.folds))
-            for a in (archs or names)]
+    return Cell.grid(archs or names, folds or range(cfg.protocol.folds), cfg.protocol.seeds)
 
 
 def _check_cell_settings(cfg: Config, cell: Cell, run: RunDir) -> None:

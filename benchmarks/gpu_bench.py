@@ -88,7 +88,7 @@ from torch.autograd import DeviceType
 import architectures
 from bench import atomic, checkpoint, config, losses, runtime
 from bench.cell.data import DeviceData, batch_stream
-from bench.cell.loop import CellState, train_one_epoch, validate
+from bench.cell.loop import KEPT_BY, CellState, train_one_epoch, validate
 from bench.cell.prediction import finish
 from bench.cell.trainer import Trainer
 from bench.config import ArchPlan, Config, ProtocolConfig
@@ -274,7 +274,7 @@ def bench_arch(cfg: Config, arch: str, data: DeviceData, n_val: int, steps: int,
     state = CellState(epoch=1, history=[{"epoch": 0, "val_score": 0.0, "val_score_a": 0.0, "val_score_b": 0.0}])
     if p.checkpoint == "crossfit":  # the checkpoint carries three kept weight sets too, each its own copy
         state.kept = {k: {"score": 0.0, "epoch": 0, "state": {n: t.clone() for n, t in weights.items()}}
-                      for k in ("all", "a", "b")}
+                      for k in KEPT_BY}
     chash = cell_hash(cell_identity(plan, device))
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "checkpoint.pt"

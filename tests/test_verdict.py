@@ -197,13 +197,3 @@ def test_the_aggregate_is_checked_against_what_it_was_built_from(tiny_dataset: P
     run.leaderboard_file.write_text("garbage\n")  # a table changed behind the record: rebuilt, not shown
     board, _ = results.current(run)
     assert run.leaderboard_file.read_text() == first and len(board) == 2
-def test_validation_every_tenth_epoch_and_the_last_unless_selection_needs_them_all() -> None:
-    from bench.cell.loop import is_validation_epoch
-
-    plan = config.load([QUICK]).plan("unet")
-    assert plan.runtime.validate_every == 10 and plan.protocol.epochs == 40
-    assert [e for e in range(40) if is_validation_epoch(plan, e)] == [9, 19, 29, 39]
-    crossfit = config.load([QUICK], ["protocol.checkpoint=crossfit"]).plan("unet")
-    assert all(is_validation_epoch(crossfit, e) for e in range(40))
-    last = config.load([QUICK], ["runtime.validate_every=5", "protocol.epochs=7"]).plan("unet")
-    assert [e for e in range(7) if is_validation_epoch(last, e)] == [4, 6]

@@ -28,15 +28,19 @@ from bench.rundir import Cell, CellProgress
 
 BatchHook = Callable[[int, torch.Tensor, torch.Tensor], None]
 EpochHook = Callable[[int, float], None]
+#: the weights a crossfit cell keeps, each the best epoch so far by one validation score: the whole fold's
+#: (``model.pt``), half A's (it predicts half B) and half B's (it predicts half A)
+BY_FOLD, BY_HALF_A, BY_HALF_B = "best_on_fold", "best_on_half_a", "best_on_half_b"
+KEPT_BY = (BY_FOLD, BY_HALF_A, BY_HALF_B)
 
 
 @dataclass
 class CellState:
     """Everything a killed cell needs to continue where it stopped; saved in ``checkpoint.pt`` between epochs.
 
-    ``kept`` holds, for ``checkpoint: crossfit``, the best epoch so far by the score of each validation half
-    (``a``, ``b``) and of the whole fold (``all``, the weights ``model.pt`` keeps for the holdout ensemble),
-    as copies on the training device: only a checkpoint's snapshot moves them to the host.
+    ``kept`` holds, for ``checkpoint: crossfit``, the best epoch so far by each score of ``KEPT_BY``: the whole
+    fold's (the weights ``model.pt`` keeps for the holdout ensemble) and each validation half's, as copies on the
+    training device: only a checkpoint's snapshot moves them to the host.
     """
 
     epoch: int = 0  # the next epoch to train
@@ -149,7 +153,7 @@ def run_epoch(trainer: Trainer, data: DeviceData, split: FoldSplit, cell: Cell, 
     if stepped_per_epoch(trainer.scheduler):
         trainer.scheduler.step(score)
     if p.checkpoint == "crossfit":
-        for key, value in (("all", score), ("a", score_a), ("b", score_b)):
+        for key, value in ((BY_FOLD, score), (BY_HALF_A, score_a), (BY_HALF_B, score_b)):
             _keep(state, key, value, epoch, trainer.model)
 
 

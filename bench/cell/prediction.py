@@ -10,7 +10,7 @@ import torch
 import architectures
 from bench import rundir, runtime
 from bench.cell.data import DeviceData, FoldSplit
-from bench.cell.loop import CellState
+from bench.cell.loop import BY_FOLD, BY_HALF_A, BY_HALF_B, CellState
 from bench.cell.trainer import Trainer
 from bench.checkpoint import snapshot
 from bench.errors import BenchError, summary
@@ -66,22 +66,26 @@ def finish(trainer: Trainer, data: DeviceData, split: FoldSplit, state: CellStat
         last = state.history[-1]
         return KeptPrediction("ok", tta, plain, head, head_plain, ips, {"all": last["epoch"]}, last["val_score"],
                               _cpu_state(trainer.model))
-    parts = {}
-    for chooser in ("a", "b"):
-        trainer.model.load_state_dict(state.kept[chooser]["state"])
-        parts[chooser] = _predict(trainer, data, split)
-    half_a = split.half_a[:, None, None]
-    tta = np.where(half_a, parts["b"][0], parts["a"][0])
-    plain = np.where(half_a, parts["b"][1], parts["a"][1])
-    head, head_plain = (None, None) if parts["a"][2] is None else (
-        np.where(split.half_a, parts["b"][2], parts["a"][2]), np.where(split.half_a, parts["b"][3], parts["a"][3]))
+    by_a, by_b = (_predict_kept(trainer, data, split, state, key) for key in (BY_HALF_A, BY_HALF_B))
+    half_a = split.half_a[:, None, None]  # half A is predicted by the epoch chosen on half B, and the other way
+    tta = np.where(half_a, by_b[0], by_a[0])
+    plain = np.where(half_a, by_b[1], by_a[1])
+    head, head_plain = (None, None) if by_a[2] is None else (
+        np.where(split.half_a, by_b[2], by_a[2]), np.where(split.half_a, by_b[3], by_a[3]))
     rows = {r["epoch"]: r for r in state.history}
-    ea, eb = state.kept["a"]["epoch"], state.kept["b"]["epoch"]
+    ea, eb = state.kept[BY_HALF_A]["epoch"], state.kept[BY_HALF_B]["epoch"]
     n_a, n_b = int(split.half_a.sum()), int((~split.half_a).sum())
     val_score = (n_a * rows[eb]["val_score_a"] + n_b * rows[ea]["val_score_b"]) / max(n_a + n_b, 1)
-    kept = {"half_a_by": eb, "half_b_by": ea, "model_pt": state.kept["all"]["epoch"]}
-    return KeptPrediction("ok", tta, plain, head, head_plain, parts["a"][4], kept, val_score,
-                          snapshot(state.kept["all"]["state"]))
+    kept = {"half_a_by": eb, "half_b_by": ea, "model_pt": state.kept[BY_FOLD]["epoch"]}
+    return KeptPrediction("ok", tta, plain, head, head_plain, by_a[4], kept, val_score,
+                          snapshot(state.kept[BY_FOLD]["state"]))
+
+
+def _predict_kept(trainer: Trainer, data: DeviceData, split: FoldSplit, state: CellState, key: str) -> tuple[
+        np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None, float]:
+    """``_predict`` with the weights kept under ``key`` (one of ``KEPT_BY``) loaded."""
+    trainer.model.load_state_dict(state.kept[key]["state"])
+    return _predict(trainer, data, split)
 
 
 def load_model(cell_dir: Path, device: torch.device) -> torch.nn.Module:

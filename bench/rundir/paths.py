@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import pandas as pd
 
@@ -42,6 +42,13 @@ class Cell:
         """The inverse of ``name``; None for a folder that is not a cell."""
         m = _CELL_NAME.fullmatch(name)
         return cls(arch, int(m.group(1)), int(m.group(2))) if m else None
+
+    @classmethod
+    def grid(cls, archs: Iterable[str], folds: Iterable[int], seeds: Iterable[int]) -> list[Cell]:
+        """Every cell of ``archs`` x ``folds`` x ``seeds`` in training order (seed, then fold, then architecture,
+        so each seed's models finish together): the one enumeration that run, tune, predict and the report share."""
+        archs, folds = list(archs), list(folds)
+        return [cls(a, f, s) for s in seeds for f in folds for a in archs]
 
 
 class RunDir:
