@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import config, runner
+from bench import config, prepare, runner
 from bench.progress import GridProgress, trial_progress
 from bench.rundir import METRICS, Cell, CellProgress, RunDir
 from tests.conftest import tiny_overrides
@@ -95,7 +95,7 @@ def test_a_two_worker_run_prints_cells_done_of_total_up_to_all(tiny_dataset: Pat
     out = tmp_path / "run"
     sets = tiny_overrides(tiny_dataset, **{"protocol.epochs": 2, "runtime.workers": 2})
     archs = ["unet", "linknet"]
-    n = len(runner.grid(config.load([QUICK], sets), archs))
+    n = len(prepare.grid(config.load([QUICK], sets), archs))
     argv = [sys.executable, "-m", "bench.cli", "run", "--config", str(QUICK), "--archs", ",".join(archs),
             "--out", str(out), "--no-report"] + [a for s in sets for a in ("--set", s)]
     done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=600)

@@ -7,7 +7,7 @@ from pathlib import Path
 import optuna
 
 from bench import config as bconfig
-from bench import runner, runtime
+from bench import prepare, runtime
 from bench.cell.data import DeviceData
 from bench.config import protocol_hash
 from bench.errors import BenchError
@@ -47,13 +47,13 @@ def tune(config_paths: list[str] | None, overrides: list[str], *, archs: list[st
                          "use --n-trials for equal budgets")
     folds = [0] if folds is None else folds
     space = load_space(_space_path(space_path), cfg, archs)
-    runner.grid(cfg, archs, folds)  # check --folds before any work
+    prepare.grid(cfg, archs, folds)  # check --folds before any work
     store = open_storage(storage, space) if storage else None  # a bad one fails before the run directory is made
     run = RunDir(out or runtime.default_run_dir(cfg))
     device = runtime.setup(cfg)
-    partition = runner.load_data(cfg, run)
+    partition = prepare.load_data(cfg, run)
     cfg, dev = partition.cfg, partition.development  # the development set only: tuning never sees the holdout
-    runner.prepare(cfg, run)
+    prepare.prepare(cfg, run)
     data = DeviceData.from_arrays([str(i) for i in dev.ids], dev.images, dev.masks, device)
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # one line per trial is printed here instead
     print(f"salt-bench tune: protocol {protocol_hash(cfg)}, space {space.path}, "

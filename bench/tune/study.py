@@ -11,7 +11,7 @@ import numpy as np
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from bench import runner
+from bench import prepare
 from bench.cell.data import DeviceData
 from bench.config import Config, protocol_hash
 from bench.errors import BenchError
@@ -53,7 +53,7 @@ def tune_arch(cfg: Config, arch: str, space: Space, *, run_dir: Path, data: Devi
     run = RunDir(run_dir)
     run.tuning_dir.mkdir(parents=True, exist_ok=True)
     url = storage or f"sqlite:///{run.study_db(study_name).resolve()}"
-    cells = runner.grid(cfg, [arch], folds)
+    cells = prepare.grid(cfg, [arch], folds)
     store = store or open_storage(url, space)
     try:
         before = [t.state for t in optuna.load_study(study_name=study_name, storage=store).get_trials(deepcopy=False)]

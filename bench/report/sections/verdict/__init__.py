@@ -12,7 +12,7 @@ from markupsafe import Markup
 
 from bench.report import plots, tables
 from bench.report.load import RunData
-from bench.report.sections import header
+from bench.report.sections.header import no_claims
 
 ID, TITLE, HEADING = "verdict", "Verdict", "Verdict: is the difference real?"
 
@@ -31,7 +31,7 @@ def context(run: RunData) -> dict[str, Any]:
     unit = "trained model" if run.manifest.get("replicate") == "model" else "seed's OOF prediction"
     return {
         "finished": True, "manifest": run.manifest,
-        "no_claims": header.no_claims(run), "seeds_to_resolve": run.manifest.get("seeds_to_resolve"),
+        "no_claims": no_claims(run), "seeds_to_resolve": run.manifest.get("seeds_to_resolve"),
         "significance": Markup(significance(run.board, run.pairs)) if compared else None,
         "verdict_matrix": Markup(verdict_matrix(run.pairs, order)) if compared else None,
         "n_pairs": len(run.pairs),
