@@ -12,14 +12,14 @@ from typing import Any
 import pandas as pd
 import torch
 
-from bench import atomic, console, holdout, identity, results, runtime
 from bench import config as bconfig
+from bench import console, holdout, identity, results, runtime
 from bench.config import Config, protocol_hash
 from bench.data import folds as bfolds
 from bench.errors import BenchError
 from bench.executors import EXECUTORS
 from bench.prepare import grid, load_data, prepare
-from bench.rundir import METRICS, Cell, RunDir
+from bench.rundir import METRICS, Cell, Environment, RunDir
 from bench.rundir.tables import Aggregate
 
 
@@ -81,7 +81,7 @@ def run_grid(cfg: Config, run_dir: Path | RunDir, *, archs: list[str] | None = N
     env = runtime.environment(cfg.runtime, device or torch.device("cpu"))
     if device is None:
         env.update(executor=executor, device=executor, device_name="Ray workers (each cell's metrics.json has its device)")
-    atomic.write_json(run.env_file, env)
+    Environment(env).write(run.env_file)
     print(f"{run}: protocol {protocol_hash(cfg)}, {len(cells)} cells, {len(cells) - len(pending)} already done, "
           f"{len(pending)} to train on {device or executor}")
     if pending:

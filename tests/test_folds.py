@@ -140,6 +140,23 @@ def test_corrupt_splits_file_is_an_error_naming_it(tmp_path):
         load_or_make_splits(path, [f"id{i}" for i in range(len(masks))], masks)
 
 
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('[1, 2]', r"splits\.json: not a splits file \(a JSON list, expected an object\)"),
+        ('{"fingerprint": "x", "k": 5}', r"splits\.json: not a splits file \(no 'seed', 'folds'\)"),
+        ('{"fingerprint": "x", "k": 5, "seed": 0, "folds": [0]}', r"splits\.json: not a splits file \(its folds are a JSON list"),
+    ],
+)
+def test_a_splits_file_of_another_shape_is_one_line_naming_it(tmp_path, text, message):
+    path = tmp_path / "splits.json"
+    path.write_text(text)
+    masks = _synthetic_masks()
+    with pytest.raises(BenchError, match=message) as err:
+        load_or_make_splits(path, [f"id{i}" for i in range(len(masks))], masks)
+    assert "\n" not in str(err.value)
+
+
 def test_imagesets_content(tmp_path):
     masks = _synthetic_masks(23)
     ids = [f"id{i:02d}" for i in range(len(masks))]

@@ -7,14 +7,14 @@ never recomputed, so every architecture in a benchmark is validated on exactly t
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from bench import atomic
-from bench.errors import BenchError, one_line
+from bench.errors import BenchError
+from bench.rundir import Splits
 
 N_CLASSES = 11  # coverage classes 0 (empty) .. 10 (more than 90% salt)
 _IMAGESET_NAMES = ("train", "val", "trainval")
@@ -103,33 +103,23 @@ def load_or_make_splits(
     if path.exists():
         return _read_splits(path, ids, fingerprint, k, seed)
     folds = make_folds(masks, k=k, seed=seed)
-    atomic.write_json(path, {
-        "fingerprint": fingerprint,
-        "k": k,
-        "seed": seed,
-        "folds": {i: int(f) for i, f in zip(ids, folds)},
-    })
+    Splits(fingerprint, k, seed, {i: int(f) for i, f in zip(ids, folds)}).write(path)
     return folds
 
 
 def _read_splits(path: Path, ids: list[str], fingerprint: str, k: int, seed: int) -> np.ndarray:
-    """Parse and check an existing splits.json against the requested dataset, k and seed."""
-    try:
-        saved = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BenchError(f"{path}: unreadable splits file ({one_line(exc)})") from None
-    if not isinstance(saved, dict) or not {"fingerprint", "k", "seed", "folds"} <= saved.keys():
-        raise BenchError(f"{path}: not a splits file (expected keys fingerprint, k, seed, folds)")
+    """Check an existing splits.json against the requested dataset, k and seed."""
+    saved = Splits.read(path)
     wanted = {"fingerprint": fingerprint, "k": k, "seed": seed}
-    differs = [f"{key} {saved[key]!r} in the file, {value!r} requested" for key, value in wanted.items()
-               if saved[key] != value]
+    differs = [f"{key} {getattr(saved, key)!r} in the file, {value!r} requested" for key, value in wanted.items()
+               if getattr(saved, key) != value]
     if differs:
         raise BenchError(
             f"{path}: splits were made for another setting ({'; '.join(differs)}); "
             "use another --out or delete the file to re-split"
         )
-    table = saved["folds"]
-    if not isinstance(table, dict) or set(table) != set(ids):
+    table = saved.folds
+    if set(table) != set(ids):
         raise BenchError(f"{path}: its ids do not match the dataset although the fingerprint does (edited by hand?)")
     folds = np.array([table[i] for i in ids])
     if folds.dtype.kind not in "iu" or folds.min() < 0 or folds.max() >= k:

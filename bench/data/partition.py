@@ -9,18 +9,17 @@ only development images, so nothing recorded about the folds depends on a holdou
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from bench import atomic, cost
+from bench import cost
 from bench.config import Config
 from bench.data import folds as bfolds
 from bench.data import source
 from bench.errors import BenchError, one_line
-from bench.rundir import ImageSet
+from bench.rundir import HoldoutRecord, ImageSet
 
 
 @dataclass(frozen=True)
@@ -41,17 +40,14 @@ def _with_fingerprint(cfg: Config, fingerprint: str) -> Config:
     return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, fingerprint=fingerprint))
 
 
-def _holdout_ids(cfg: Config, ids: list[str], masks: np.ndarray, path: Path) -> tuple[list[str], dict | None]:
+def _holdout_ids(cfg: Config, ids: list[str], masks: np.ndarray, path: Path) -> tuple[list[str], HoldoutRecord | None]:
     """The recorded holdout when ``path`` exists (checked), else a new one with the record to write."""
     d = cfg.data
     rule = {"source": "synthetic extra images" if d.source == "synthetic" else "stratified fraction",
             "fraction": d.holdout, "n_holdout": d.n_holdout, "seed": cfg.protocol.fold_seed}
     if path.is_file():
-        try:
-            saved = json.loads(path.read_text(encoding="utf-8"))
-            held, saved_rule = [str(i) for i in saved["ids"]], saved["rule"]
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as exc:
-            raise BenchError(f"{path}: unreadable holdout file ({one_line(exc)})") from None
+        saved = HoldoutRecord.read(path)
+        held, saved_rule = saved.ids, saved.rule
         if saved_rule != rule:
             raise BenchError(f"{path}: the holdout was drawn by {saved_rule}, the config asks for {rule}; use a new --out")
         unknown = sorted(set(held) - set(ids))
@@ -67,7 +63,7 @@ def _holdout_ids(cfg: Config, ids: list[str], masks: np.ndarray, path: Path) -> 
         held = [i for i, h in zip(ids, mask) if h]
     else:
         held = []
-    return held, {"rule": rule, "ids": held}
+    return held, HoldoutRecord(rule, held)
 
 
 def partition(cfg: Config, splits_file: Path, holdout_file: Path) -> Partition:
@@ -90,7 +86,7 @@ def partition(cfg: Config, splits_file: Path, holdout_file: Path) -> Partition:
             raise
         raise BenchError(f"{splits_file}: {one_line(exc)}") from None
     if record is not None:  # written once the split has succeeded: a refused one leaves no run directory behind
-        atomic.write_json(holdout_file, record)
+        record.write(holdout_file)
     held_out = [i for i, keep in zip(data.ids, dev) if not keep]
     return Partition(cfg, ImageSet(np.array(ids), data.images[dev], data.masks[dev], assignment),
                      ImageSet(np.array(held_out), data.images[~dev], data.masks[~dev]))

@@ -6,7 +6,6 @@ they are now (``bench.results.read_current``). Bringing a stale run up to date i
 """
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,8 +15,7 @@ import pandas as pd
 
 from bench import results
 from bench.errors import BenchError
-from bench.rundir import HISTORY, Cell, Gallery, History, RunDir
-from bench.rundir.guard import read_json_object
+from bench.rundir import HISTORY, Cell, Environment, Gallery, History, RunDir, Splits
 from bench.rundir.tables import CLASSIFIER, COMPARISON, PAIRS, Aggregate, Table
 
 
@@ -30,8 +28,8 @@ class RunData:
     config: dict[str, Any]  # config.yaml as written
     protocol_hash: str | None
     protocol_record: dict[str, Any]  # protocol.json's "protocol": {"data": ..., "protocol": ...}
-    env: dict[str, Any]
-    splits: dict[str, Any]
+    env: dict[str, Any]  # env.json; empty when the run has none
+    splits: Splits | None  # splits.json
     cells: pd.DataFrame
     board: pd.DataFrame
     per_image: pd.DataFrame
@@ -39,8 +37,7 @@ class RunData:
     gallery: Gallery | None
     missing: list[tuple[str, int, int]] = field(default_factory=list)
     expected: int = 0
-    baseline: float | None = None
-    manifest: dict[str, Any] = field(default_factory=dict)  # aggregate.json
+    aggregate: Aggregate | None = None  # aggregate.json
     classifier: pd.DataFrame = field(default_factory=pd.DataFrame)  # classifier.csv (runs with the head)
     comparisons: list[tuple[str, pd.DataFrame]] = field(default_factory=list)  # compare/<run>.csv, by run name
     pairs: pd.DataFrame = field(default_factory=pd.DataFrame)  # pairs.csv: every compared pair and its verdict
@@ -48,6 +45,11 @@ class RunData:
     @property
     def has_cells(self) -> bool:
         return not self.board.empty
+
+    @property
+    def baseline(self) -> float | None:
+        """The all-empty baseline of the ranking score (``Aggregate.baseline``), None before the run is aggregated."""
+        return None if self.aggregate is None else self.aggregate.baseline
 
     @property
     def oof_images(self) -> pd.DataFrame:
@@ -60,10 +62,10 @@ class RunData:
     def model_scores(self) -> pd.DataFrame:
         """The ranked replicates' mean scores (arch, fold, seed, score): one row per trained model on the holdout,
         or per seed's cross-fitted out-of-fold prediction (fold -1) when the ranking is out-of-fold."""
-        ranked = self.manifest.get("ranked") or []
+        ranked = [] if self.aggregate is None else self.aggregate.ranked
         if self.per_image.empty or not ranked:
             return pd.DataFrame(columns=["arch", "fold", "seed", "score"])
-        if self.manifest.get("replicate") == "model":
+        if self.aggregate.replicate == "model":
             rows = self.per_image[(self.per_image["split"] == "holdout") & self.per_image["arch"].isin(ranked)]
             return rows.groupby(["arch", "fold", "seed"], as_index=False)["score"].mean()
         rows = self.oof_images[self.oof_images["arch"].isin(ranked)]
@@ -92,10 +94,6 @@ class RunData:
         (under ``protocol.budget`` each switches at its own scaled epoch)."""
         loss = self.protocol.get("loss") or {}
         return loss.get("switch_epoch") if loss.get("then") and not self.protocol.get("budget") else None
-
-
-def _read_json(path: Path, what: str) -> dict[str, Any]:
-    return read_json_object(path, what) if path.is_file() else {}
 
 
 def _read_table(table: Table, path: Path) -> pd.DataFrame:
@@ -153,23 +151,20 @@ def load_run(run_dir: Path | RunDir) -> RunData:
     protocol = run.protocol()
     record = {} if protocol is None else protocol.protocol
     config = run.config_tree()
-    splits = _read_json(run.splits_file, "fold split")
-    splits.pop("folds", None)
     cells = run.metrics_table()
     board, per_image = _tables(run) if not cells.empty else (pd.DataFrame(), pd.DataFrame())
     missing, expected = _missing(config, record.get("protocol") or {}, cells)
     data = RunData(
         run_dir=run.path, name=run.path.resolve().name, config=config, protocol_hash=None if protocol is None else protocol.hash,
-        protocol_record=record, env=_read_json(run.env_file, "environment record"), splits=splits, cells=cells, board=board,
+        protocol_record=record, env=Environment.read(run.env_file).values if run.env_file.is_file() else {},
+        splits=Splits.read(run.splits_file) if run.splits_file.is_file() else None, cells=cells, board=board,
         per_image=per_image, history=_histories(run, cells) if not cells.empty else pd.DataFrame(),
         gallery=_gallery(run) if not cells.empty else None, missing=missing, expected=expected,
     )
-    aggregate = Aggregate.read(run.aggregate_file) if run.aggregate_file.is_file() else None
-    data.manifest = {} if aggregate is None else dataclasses.asdict(aggregate)
+    data.aggregate = Aggregate.read(run.aggregate_file) if run.aggregate_file.is_file() else None
     data.pairs = _read_table(PAIRS, run.pairs_file)
     if data.empty_head and not cells.empty:
         data.classifier = _read_table(CLASSIFIER, run.classifier_file)
         data.comparisons = [(path.stem, _read_table(COMPARISON, path))
                             for path in sorted(run.compare_dir.glob("*.csv"))]
-    data.baseline = None if aggregate is None else aggregate.baseline
     return data

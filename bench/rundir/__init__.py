@@ -12,9 +12,10 @@
 
 A file's format lives in its record: a dataclass with ``write(path)`` and ``read(path)``, the only code that
 writes or parses that file (``cell``: metrics.json, oof.npz, history.csv, model.pt; ``run``: data.npz and
-holdout.npz, holdout predictions, ensembles.csv, gallery.npz, config.yaml, protocol.json, postprocess.json;
-``tables``: aggregate.json and the CSV tables, each read with its options and column types). Every read goes through
-``guard.reading``, so a truncated, empty, garbage or foreign file is a one-line ``BenchError`` naming it.
+holdout.npz, holdout predictions, ensembles.csv, gallery.npz, config.yaml, protocol.json, postprocess.json,
+env.json; ``split``: splits.json and holdout.json; ``tables``: aggregate.json and the CSV tables, each read with
+its options and column types). Every read goes through ``guard.reading``, so a truncated, empty, garbage or
+foreign file is a one-line ``BenchError`` naming it.
 To add a run-directory file, give ``RunDir`` its path and write its record beside the others (reads guarded by
 ``guard.reading``), then call only that record from its writer and readers.
 """
@@ -35,6 +36,7 @@ from bench.rundir.cell import (
 from bench.rundir.paths import Cell, RunDir
 from bench.rundir.run import (
     Ensembles,
+    Environment,
     Gallery,
     HoldoutPrediction,
     ImageSet,
@@ -42,7 +44,9 @@ from bench.rundir.run import (
     ProtocolRecord,
     RunConfig,
 )
+from bench.rundir.split import HoldoutRecord, Splits
 
 __all__ = ["CHECKPOINT", "HISTORY", "METRICS", "MODEL", "OOF", "PROGRESS", "Cell", "CellProgress", "CellRecord",
-           "Ensembles", "Gallery", "History", "HoldoutPrediction", "ImageSet",
-           "OofPrediction", "PostprocessDecisions", "ProtocolRecord", "RunConfig", "RunDir", "read_weights", "write_weights"]
+           "Ensembles", "Environment", "Gallery", "History", "HoldoutPrediction", "HoldoutRecord", "ImageSet",
+           "OofPrediction", "PostprocessDecisions", "ProtocolRecord", "RunConfig", "RunDir", "Splits", "read_weights",
+           "write_weights"]

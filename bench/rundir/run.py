@@ -1,7 +1,8 @@
 """The files of the run as a whole, each a typed record with its read and write: the images (``data.npz``,
 ``holdout.npz``: ``ImageSet``), the holdout predictions (``holdout/*.npz``: ``HoldoutPrediction``), the ensembles
-table (``ensembles.csv``: ``Ensembles``), the report's gallery (``gallery.npz``: ``Gallery``) and the config as
-written (``config.yaml``: ``RunConfig``)."""
+table (``ensembles.csv``: ``Ensembles``), the report's gallery (``gallery.npz``: ``Gallery``), the config as
+written (``config.yaml``: ``RunConfig``), the protocol (``protocol.json``: ``ProtocolRecord``), the post-processing
+decisions (``postprocess.json``: ``PostprocessDecisions``) and the environment (``env.json``: ``Environment``)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -211,3 +212,19 @@ class RunConfig:
         from bench import config as bconfig
 
         return cls(bconfig.read_yaml(path))
+
+
+@dataclass(frozen=True)
+class Environment:
+    """``env.json``: what ran the run's latest `salt-bench run` (versions, device, threads, arithmetic, commit,
+    time; ``runtime.environment``), rewritten by every run and shown by the report; each cell's own environment is
+    in its metrics.json."""
+
+    values: dict[str, Any]
+
+    def write(self, path: Path) -> None:
+        atomic.write_json(path, self.values)
+
+    @classmethod
+    def read(cls, path: Path) -> Environment:
+        return cls(read_json_object(path, "environment record"))

@@ -31,7 +31,7 @@ def no_claims(run: RunData) -> str | None:
     """Why no comparison is claimed (the first learned row's verdict says), or None when some rows are compared or
     none learned; the verdict section says it too."""
     ranked = run.board[run.board["score"].notna()]
-    shown = ranked[_learned(ranked, run.manifest.get("alpha", 0.05))]
+    shown = ranked[_learned(ranked, run.aggregate.alpha)]
     return None if ranked["p_best"].notna().any() or shown.empty else str(shown["verdict"].iloc[0])
 
 
@@ -49,26 +49,26 @@ def _runner_up(ranked: pd.DataFrame, pairs: pd.DataFrame) -> dict[str, Any] | No
 
 def _summary(run: RunData) -> dict[str, Any]:
     """The one-paragraph answer at the top: what is estimated, who wins, how sure, what a submission would get."""
-    board, manifest = run.board, run.manifest
+    board, aggregate = run.board, run.aggregate
     ranked = board[board["score"].notna()]
     best = ranked.iloc[0]
-    learned = _learned(ranked, manifest.get("alpha", 0.05))
+    learned = _learned(ranked, aggregate.alpha)
     compared = ranked["p_best"].notna()  # the rows the claims are about
     return {
         "winner": best["arch"], "score": best["score"], "ci_lo": best["ci_lo"], "ci_hi": best["ci_hi"],
         "source": best["score_source"], "oof": best["oof_score"], "ensemble": best["ensemble_score"],
         "p_best": best["p_best"], "rank_lo": best["rank_lo"], "rank_hi": best["rank_hi"],
         "params": best["params"] / 1e6, "gmacs": best["gmacs"], "winner_learned": str(best["learned"]) == "True",
-        "n_images": manifest.get("n_ranked_images"), "n_models": manifest.get("n_models"),
-        "unit": "trained model" if manifest.get("replicate") == "model" else "seed's cross-fitted prediction",
+        "n_images": aggregate.n_ranked_images, "n_models": aggregate.n_models,
+        "unit": "trained model" if aggregate.replicate == "model" else "seed's cross-fitted prediction",
         "claims": bool(compared.iloc[0]), "no_claims": no_claims(run),
-        "seeds_to_resolve": manifest.get("seeds_to_resolve"), "rope": manifest.get("rope"),
+        "seeds_to_resolve": aggregate.seeds_to_resolve, "rope": aggregate.rope,
         "best_set": list(ranked.loc[ranked["in_best_set"].astype(str) == "True", "arch"]),
         "n_compared": int(compared.sum()),
         "runner_up": _runner_up(ranked, run.pairs) if len(run.pairs) else None,
         "not_learned": list(ranked.loc[~learned, "arch"]),
         "collapsed": [(r.arch, int(r.collapsed), int(r.n_models)) for r in ranked.itertuples() if r.collapsed > 0],
-        "incomplete": sorted((manifest.get("incomplete") or {}).items()),
+        "incomplete": sorted(aggregate.incomplete.items()),
         "recipes": sorted(set(board["recipe"].astype(str))), "baseline": run.baseline,
     }
 
@@ -76,7 +76,7 @@ def _summary(run: RunData) -> dict[str, Any]:
 def context(run: RunData) -> dict[str, Any]:
     """The answer and its warnings (with finished cells), the run's identity, environment, protocol and config."""
     return {
-        "summary": _summary(run) if run.has_cells else None, "manifest": run.manifest,
+        "summary": _summary(run) if run.has_cells else None, "aggregate": run.aggregate,
         "config_name": run.config.get("name"),
         "date": run.env.get("time"), "protocol_hash": run.protocol_hash,
         "protocol_json": json.dumps(run.protocol_record, indent=2, sort_keys=True),

@@ -26,7 +26,7 @@ def context(run: RunData) -> dict[str, Any]:
         return {"leaderboard": None}
     ensembles_file = RunDir(run.run_dir).ensembles_file
     return {
-        "leaderboard": Markup(leaderboard(run.board)), "manifest": run.manifest,
+        "leaderboard": Markup(leaderboard(run.board)), "aggregate": run.aggregate,
         "n_folds": int(run.oof_images["fold"].nunique()),
         "ensembles": Markup(ensembles(Ensembles.read(ensembles_file).table)) if ensembles_file.is_file() else None,
     }

@@ -28,10 +28,10 @@ def context(run: RunData) -> dict[str, Any]:
         return {"finished": False}
     order = list(run.board["arch"])
     compared = len(run.pairs) > 0
-    unit = "trained model" if run.manifest.get("replicate") == "model" else "seed's OOF prediction"
+    unit = "trained model" if run.aggregate.replicate == "model" else "seed's OOF prediction"
     return {
-        "finished": True, "manifest": run.manifest,
-        "no_claims": no_claims(run), "seeds_to_resolve": run.manifest.get("seeds_to_resolve"),
+        "finished": True, "aggregate": run.aggregate,
+        "no_claims": no_claims(run), "seeds_to_resolve": run.aggregate.seeds_to_resolve,
         "significance": Markup(significance(run.board, run.pairs)) if compared else None,
         "verdict_matrix": Markup(verdict_matrix(run.pairs, order)) if compared else None,
         "n_pairs": len(run.pairs),
