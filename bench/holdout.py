@@ -16,10 +16,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.cell.data import DeviceData
 from bench.cell.prediction import load_model
 from bench.config import Config
-from bench.inference import ensemble_outputs, quantise
+from bench.inference import ensemble_outputs, normalisation, quantise
 from bench.rundir import Cell, CellRecord, HoldoutPrediction, RunDir
 
 
@@ -66,12 +65,11 @@ def predict(run: RunDir, cfg: Config, device: torch.device, arithmetic: str, *,
     held = run.load_holdout()
     if len(held.ids) == 0:
         return []
-    dev = run.load_data()  # the normalisation statistics of the development set, as in training
-    norm = DeviceData.from_arrays(list(dev.ids), dev.images, dev.masks, torch.device("cpu"))
+    mean, std = normalisation(run.load_data().images)  # the development set's, as in training
     images = torch.from_numpy(np.ascontiguousarray(held.images, dtype=np.uint8)).unsqueeze(1).to(device)
     for arch, seed, members in stale:
         models = (load_model(run.cell_dir(cell), device) for cell, _ in members)
-        total, head = ensemble_outputs(models, images, cfg.protocol.input, norm.mean, norm.std, arithmetic, tta=True,
+        total, head = ensemble_outputs(models, images, cfg.protocol.input, mean, std, arithmetic, tta=True,
                                        each=partial(_write_model, run, held.ids, members))
         _write(run.holdout_probs_file(arch, seed), held.ids, total, [h for _, h in members], head)
         if progress:

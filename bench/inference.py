@@ -57,6 +57,13 @@ def quantise(probs: torch.Tensor) -> np.ndarray:
     return (probs.clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
 
 
+def normalisation(images: np.ndarray) -> tuple[float, float]:
+    """The (mean, std) of the development set's pixels in [0, 1]: training, the holdout and the test set are all
+    normalised with the statistics of the images the models trained on."""
+    pixels = images.astype(np.float64) / 255.0
+    return float(pixels.mean()), float(max(pixels.std(), 1e-3))
+
+
 def normalise(x_uint8: torch.Tensor, mean: float, std: float) -> torch.Tensor:
     return (x_uint8.float() / 255.0 - mean) / std
 

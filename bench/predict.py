@@ -23,13 +23,12 @@ import pandas as pd
 import torch
 
 from bench import atomic, postprocess, results, runtime
-from bench.cell.data import DeviceData
 from bench.cell.prediction import load_model
 from bench.config import Config
 from bench.data import source, tgs
 from bench.data.rle import rle_encode
 from bench.errors import BenchError
-from bench.inference import ensemble_outputs, quantise
+from bench.inference import ensemble_outputs, normalisation, quantise
 from bench.rundir import METRICS, MODEL, OOF, Cell, CellRecord, Ensembles, PostprocessDecisions, RunDir, read_weights
 from bench.rundir.tables import LEADERBOARD
 
@@ -262,9 +261,9 @@ def predict(run_dir: Path, *, arch: str | None = None, ensemble: list[str] | Non
         print(f"recorded in {run.ensembles_file}")
         return None
 
-    stats = DeviceData.from_arrays(data.ids, data.images, data.masks, torch.device("cpu"))
+    mean, std = normalisation(data.images)  # the development set's, as in training
     test_ids, test_images = test
-    probs, test_head = predict_test(cfg, cells, test_images, stats.mean, stats.std, device, sel.tta)
+    probs, test_head = predict_test(cfg, cells, test_images, mean, std, device, sel.tta)
     masks = postprocess.apply(probs, decision, test_head)
     path = Path(out) if out else run.submission_file
     atomic.write_text(path, submission_text(test_ids, masks))

@@ -17,7 +17,7 @@ process on the same random data:
   timed with CUDA events on CUDA, ``perf_counter`` on the CPU, after warm-up;
 - kernel launches per harness step and the GPU-busy fraction (union of the kernel intervals per step from
   ``torch.profiler`` over the unprofiled time per step); on the CPU, leaf aten ops per step and no fraction;
-- host syncs per harness step, counted by ``tests/host_sync.py`` on any device (Python-level calls) and, on
+- host syncs per harness step, counted by ``bench/host_sync.py`` on any device (Python-level calls) and, on
   CUDA, also by ``torch.cuda.set_sync_debug_mode("warn")`` (every synchronising CUDA call, C++ included);
 - peak CUDA memory of the harness loop and of ``Trainer.step``;
 - the achieved convolution+matmul TFLOP/s of the harness loop (``FlopCounterMode`` over one step).
@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib.util
 import os
 import statistics
 import sys
@@ -56,7 +55,6 @@ import warnings
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 from typing import Any, Callable
 
 import torch
@@ -93,11 +91,11 @@ from bench.cell.prediction import finish
 from bench.cell.trainer import Trainer
 from bench.config import ArchPlan, Config, ProtocolConfig
 from bench.errors import BenchError
+from bench.host_sync import count_host_syncs
 from bench.identity import cell_hash, cell_identity
 from bench.inference import autocast, from_network, split_outputs, to_network
 from bench.rundir import Cell
 
-ROOT = Path(__file__).resolve().parents[1]
 SMOKE_SET = ["runtime.device=cpu", "protocol.model.encoder=tu-test_resnet", "protocol.model.encoder_weights=null",
              "protocol.input.size=64", "protocol.input.mode=resize", "protocol.batch_size=4"]
 PROFILED_STEPS = 5  # harness steps run under the profiler and under the sync counters (at most --steps)
@@ -119,7 +117,7 @@ class StageRow:
     batch: int
     launches: float  # kernel launches per harness step (CUDA) or leaf aten ops per step (CPU)
     busy: float | None  # GPU-busy fraction of the harness loop; None on the CPU
-    syncs: float  # host syncs per harness step by tests/host_sync.py
+    syncs: float  # host syncs per harness step by bench/host_sync.py
     bare_syncs: float  # the same for the bare step
     sync_calls: dict[str, float]  # the harness's counted calls per step, by name
     cuda_syncs: float | None  # synchronising CUDA calls per harness step by the sync debug mode; None on the CPU
@@ -138,15 +136,6 @@ class ArchRow:
     ckpt_mb: float
     val_s_per_img: float
     oof_s_per_img: float
-
-
-def _host_sync() -> ModuleType:
-    """``tests/host_sync.py`` loaded by path: ``tests`` is not a package, and sys.path stays as it is."""
-    spec = importlib.util.spec_from_file_location("host_sync", ROOT / "tests" / "host_sync.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
 
 
 def _stage_terms(p: ProtocolConfig, stage: str) -> dict[str, float]:
@@ -206,8 +195,7 @@ def _profile(fn: Callable[[], Any], device: torch.device, n_steps: int) -> tuple
     return len(leaves) / n_steps, None
 
 
-def _count_syncs(fn: Callable[[], Any], device: torch.device, n_steps: int,
-                 host_sync: ModuleType) -> tuple[dict[str, float], float | None]:
+def _count_syncs(fn: Callable[[], Any], device: torch.device, n_steps: int) -> tuple[dict[str, float], float | None]:
     """Host syncs per step by the Python-level counter, by call name, and on CUDA by the sync debug mode's warnings."""
     cuda = device.type == "cuda"
     with warnings.catch_warnings(record=True) as caught:
@@ -215,7 +203,7 @@ def _count_syncs(fn: Callable[[], Any], device: torch.device, n_steps: int,
         if cuda:
             torch.cuda.set_sync_debug_mode("warn")
         try:
-            with host_sync.count_host_syncs() as counted:
+            with count_host_syncs() as counted:
                 fn()
         finally:
             if cuda:
@@ -230,8 +218,8 @@ def _per_step(result: tuple[list[int], float]) -> float:
     return spent / sum(chunks)
 
 
-def bench_arch(cfg: Config, arch: str, data: DeviceData, n_val: int, steps: int, warmup: int, seconds: float,
-               host_sync: ModuleType) -> tuple[list[StageRow], ArchRow]:
+def bench_arch(cfg: Config, arch: str, data: DeviceData, n_val: int, steps: int, warmup: int,
+               seconds: float) -> tuple[list[StageRow], ArchRow]:
     """Measure one architecture at each loss stage, then its checkpoint, validation and OOF costs.
 
     The first images of ``data`` train, the last ``n_val`` are the validation fold. Each stage's three timed loops
@@ -260,10 +248,10 @@ def bench_arch(cfg: Config, arch: str, data: DeviceData, n_val: int, steps: int,
         bare_fn = _bare_step(plan, trainer, _stage_terms(p, stage), x, y)
         repeat(bare_fn, warmup)()
         bare = _per_step(boxed(lambda n, fn=bare_fn: repeat(fn, n), steps, box, device))
-        bare_calls, _ = _count_syncs(repeat(bare_fn, n_probe), device, n_probe, host_sync)
+        bare_calls, _ = _count_syncs(repeat(bare_fn, n_probe), device, n_probe)
         del bare_fn
         launches, busy_s = _profile(lambda: train_one_epoch(trainer, data, probe, cell, epoch), device, n_probe)
-        calls, cuda_syncs = _count_syncs(lambda: train_one_epoch(trainer, data, probe, cell, epoch), device, n_probe, host_sync)
+        calls, cuda_syncs = _count_syncs(lambda: train_one_epoch(trainer, data, probe, cell, epoch), device, n_probe)
         _, flops = counted(lambda e=epoch: train_one_epoch(trainer, data, splits[1], cell, e))
         rows.append(StageRow(arch, stage, epoch, sum(chunks), harness, step, bare, bs, launches,
                              None if busy_s is None else busy_s / harness, sum(calls.values()), sum(bare_calls.values()),
@@ -417,11 +405,10 @@ def measure(cfg: Config, archs: list[str], device: torch.device, steps: int, war
     """The measured tables: training step per architecture and stage, per-architecture costs."""
     batch = max(cfg.plan(a).protocol.batch_size for a in archs)
     data = random_data(max(max_chunk(steps), warmup, PROFILED_STEPS) * batch + n_val, device)
-    host_sync = _host_sync()
     rows, arch_rows = [], []
     t_start = time.perf_counter()
     for arch in archs:
-        stage_rows, arch_row = bench_arch(cfg, arch, data, n_val, steps, warmup, mode.slice(), host_sync)
+        stage_rows, arch_row = bench_arch(cfg, arch, data, n_val, steps, warmup, mode.slice())
         rows += stage_rows
         arch_rows.append(arch_row)
         print(f"  {arch}: measured in {time.perf_counter() - t_start:.0f} s", flush=True)
@@ -437,7 +424,7 @@ def measure(cfg: Config, archs: list[str], device: torch.device, steps: int, war
          "cuda_syncs/step": fmt(r.cuda_syncs, 2), "peak_MiB": fmt(r.peak_mb, 0),
          "TFLOP/s": fmt(r.flops / r.harness_s / 1e12, 3)} for r in rows])
     print("TFLOP/s: the harness's achieved convolution+matmul FLOPs (what the op-count estimate's tflops assumes)")
-    print("syncs/step: calls counted by tests/host_sync.py (Tensor.item on a CPU tensor included, e.g. the step counters "
+    print("syncs/step: calls counted by bench/host_sync.py (Tensor.item on a CPU tensor included, e.g. the step counters "
           "of a non-fused AdamW, which stay on the host); cuda_syncs/step: synchronising CUDA calls "
           "(torch.cuda.set_sync_debug_mode)")
     for r in rows:

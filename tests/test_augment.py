@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from host_sync import count_host_syncs
 
 from bench.augment import _uniform, augment
 from bench.config import AugmentConfig
+from bench.host_sync import count_host_syncs
 
 
 def _augment_with_host_check(x: torch.Tensor, y: torch.Tensor, cfg: AugmentConfig,

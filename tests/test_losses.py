@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from host_sync import count_host_syncs
 from segmentation_models_pytorch.losses import LovaszLoss
 
 from bench.errors import BenchError
+from bench.host_sync import count_host_syncs
 from bench.losses import LOSSES, LovaszHinge, StagedLoss, WeightedLoss, check_terms, lovasz_hinge_per_image, names
 
 SMP_LOVASZ = LovaszLoss(mode="binary", per_image=True)

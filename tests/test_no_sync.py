@@ -10,9 +10,9 @@ from bench.cell.data import DeviceData, FoldSplit
 from bench.cell.loop import train_one_epoch
 from bench.cell.trainer import Trainer
 from bench.data.partition import partition
+from bench.host_sync import count_host_syncs
 from bench.rundir import Cell
 from tests.conftest import tiny_overrides
-from tests.host_sync import count_host_syncs
 
 QUICK = Path(__file__).resolve().parents[1] / "configs" / "quick.yaml"
 

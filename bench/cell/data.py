@@ -14,6 +14,7 @@ import torch
 from bench import cost
 from bench.augment import augment, make_generator
 from bench.config import ProtocolConfig
+from bench.inference import normalisation
 
 INIT, EPOCH, HALVES = 1, 2, 3  # stream tags: model initialisation, per-epoch batch stream, validation halves
 
@@ -32,8 +33,7 @@ class DeviceData:
     def from_arrays(cls, ids: list[str], images: np.ndarray, masks: np.ndarray, device: torch.device) -> "DeviceData":
         x = torch.from_numpy(np.ascontiguousarray(images, dtype=np.uint8)).unsqueeze(1).to(device)
         y = torch.from_numpy(np.ascontiguousarray(masks, dtype=np.uint8)).unsqueeze(1).to(device)
-        pixels = images.astype(np.float64) / 255.0
-        return cls(list(ids), x, y, float(pixels.mean()), float(max(pixels.std(), 1e-3)))
+        return cls(list(ids), x, y, *normalisation(images))
 
 
 @dataclass
