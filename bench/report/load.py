@@ -125,11 +125,11 @@ def _gallery(run: RunDir) -> Gallery | None:
 
 
 def _missing(config: dict[str, Any], proto: dict[str, Any], cells: pd.DataFrame) -> tuple[list[tuple[str, int, int]], int]:
-    """Cells of the configured grid without metrics.json, and the grid size."""
-    archs = list((config.get("architectures") or {}).keys())
-    grid = [(a, f, s) for a in archs for f in range(int(proto.get("folds", 0))) for s in proto.get("seeds", [])]
+    """Cells of the configured grid without metrics.json, in training order, and the grid size."""
+    grid = Cell.grid((config.get("architectures") or {}).keys(), range(int(proto.get("folds", 0))),
+                     proto.get("seeds", []))
     done = _cell_key(cells) if not cells.empty else set()
-    return [c for c in grid if c not in done], len(grid)
+    return [(c.arch, c.fold, c.seed) for c in grid if (c.arch, c.fold, c.seed) not in done], len(grid)
 
 
 def _tables(run: RunDir) -> tuple[pd.DataFrame, pd.DataFrame]:

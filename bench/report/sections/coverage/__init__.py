@@ -16,11 +16,6 @@ from bench.report.load import RunData
 ID, TITLE, HEADING = "coverage", "Coverage & empty images", "Coverage classes and empty images"
 
 
-def applies(run: RunData) -> bool:
-    """Every report has it ("no finished cells" in a run without)."""
-    return True
-
-
 def context(run: RunData) -> dict[str, Any]:
     """The heatmap (with the number of images per class) and the confusion table, or None without finished cells."""
     if not run.has_cells:

@@ -16,11 +16,6 @@ from bench.report.load import RunData
 ID, TITLE, HEADING = "curves", "Learning curves", "Learning curves"
 
 
-def applies(run: RunData) -> bool:
-    """Every report has it ("no training history" in a run without)."""
-    return True
-
-
 def context(run: RunData) -> dict[str, Any]:
     """The figure, or None without finished cells or without a training history."""
     if not run.has_cells or run.history.empty:

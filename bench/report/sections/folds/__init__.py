@@ -13,11 +13,6 @@ from bench.report.load import RunData
 ID, TITLE, HEADING = "folds", "Per fold", "Per fold"
 
 
-def applies(run: RunData) -> bool:
-    """Every report has it ("no finished cells" in a run without)."""
-    return True
-
-
 def context(run: RunData) -> dict[str, Any]:
     """The figure, or None without finished cells."""
     if not run.has_cells:

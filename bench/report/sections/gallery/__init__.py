@@ -10,11 +10,6 @@ from bench.report.sections.gallery import tiles
 ID, TITLE, HEADING = "gallery", "Gallery", "Prediction gallery"
 
 
-def applies(run: RunData) -> bool:
-    """Every report has it ("no gallery in this run" in a run without)."""
-    return True
-
-
 def context(run: RunData) -> dict[str, Any]:
     """The gallery's rows (none without finished cells or gallery.npz) and the colours its legend names."""
     return {

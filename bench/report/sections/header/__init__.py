@@ -17,11 +17,6 @@ ENV_KEYS = [("device", "device"), ("device_name", "device name"), ("torch", "tor
             ("git_commit", "git commit"), ("platform", "platform")]
 
 
-def applies(run: RunData) -> bool:
-    """Every report opens with it, a run without finished cells too."""
-    return True
-
-
 def _learned(ranked: pd.DataFrame, alpha: float) -> pd.Series:
     """The ranked rows shown better than predicting no salt: the rows the claims compare."""
     return pd.to_numeric(ranked["learned_p"], errors="coerce") < alpha

@@ -15,11 +15,6 @@ from bench.rundir import Ensembles, RunDir
 ID, TITLE, HEADING = "leaderboard", "Leaderboard", "Leaderboard"
 
 
-def applies(run: RunData) -> bool:
-    """Every report has it ("no finished cells" in a run without)."""
-    return True
-
-
 def context(run: RunData) -> dict[str, Any]:
     """The leaderboard table and what its note explains (the replicate, the score's source, the folds)."""
     if not run.has_cells:

@@ -16,11 +16,6 @@ from bench.report.load import RunData
 ID, TITLE, HEADING = "pareto", "Cost vs score", "Cost vs score"
 
 
-def applies(run: RunData) -> bool:
-    """Every report has it ("no finished cells" in a run without)."""
-    return True
-
-
 def context(run: RunData) -> dict[str, Any]:
     """The budget's banner, the figure and the cost table, or None without finished cells."""
     if not run.has_cells:

@@ -10,11 +10,6 @@ from bench.report.sections.tuning import studies
 ID, TITLE, HEADING = "tuning", "Tuning", "Tuning"
 
 
-def applies(run: RunData) -> bool:
-    """Every report has it ("no tuning studies in this run" in a run without)."""
-    return True
-
-
 def context(run: RunData) -> dict[str, Any]:
     """One summary per study found under the run's ``tuning/``."""
     return {"studies": [studies.study_summary(s) for s in studies.find_studies(run.run_dir)]}

@@ -17,11 +17,6 @@ from bench.report.sections.header import no_claims
 ID, TITLE, HEADING = "verdict", "Verdict", "Verdict: is the difference real?"
 
 
-def applies(run: RunData) -> bool:
-    """Every report has it ("n/a" in a run without finished cells)."""
-    return True
-
-
 def context(run: RunData) -> dict[str, Any]:
     """The verdict's tables and figure, and why no comparison is claimed when none is."""
     if not run.has_cells:
