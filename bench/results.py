@@ -336,6 +336,34 @@ def aggregate(run_dir: Path | RunDir, *, allow_mixed: bool = False) -> tuple[pd.
     rope = (record.shared if record is not None else {}).get("rope", stats.ROPE)
     verdict = stats.verdict_table(ranked.scores, ranked.archs, truth_empty=ranked.truth_empty,
                                   pred_empty=ranked.pred_empty, rope=rope)
+    board = _board(groups, ranked, verdict)
+    per_image = _per_image(groups)
+    run.aggregate_file.unlink(missing_ok=True)
+    tables = _write_tables(run, groups, board, per_image, verdict.attrs["pairs"])
+    gallery = Gallery.choose(data, board["arch"].tolist(), per_image[per_image["split"] == "oof"],
+                             _gallery_probs(groups, len(data.ids), data.masks.shape[1:]))
+    if gallery is not None:
+        gallery.write(run.gallery_file)
+    components = verdict.set_index("arch")[["n_models", "collapsed", "image_sd", "replicate_sd", "fold_sd", "seed_sd"]]
+    Aggregate(
+        score_source=ranked.source, replicate=verdict.attrs["replicate"],
+        n_ranked_images=int(verdict.attrs["n_images"]), n_models=int(verdict.attrs["n_replicates"]),
+        n_seeds=int(ranked.scores.shape[2]), rope=verdict.attrs["rope"], alpha=verdict.attrs["alpha"],
+        seeds_to_resolve=verdict.attrs["seeds_to_resolve"], ranked=ranked.archs, incomplete=ranked.lacking,
+        variance={a: {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in row.items()}
+                  for a, row in components.astype(object).to_dict("index").items()},
+        cells={name: h for g in groups.values() for name, h in sorted(g.hashes.items())},
+        tables={path.name: _digest(text) for path, text in tables.items()},
+        environments=environments, mixed_environments=len(environments) > 1,
+        all_empty_oof=float(all_empty_scores(data.masks).mean()),
+        all_empty_holdout=float(all_empty_scores(held.masks).mean()) if held is not None and len(held.ids) else None,
+    ).write(run.aggregate_file)
+    return board, per_image
+
+
+def _board(groups: dict[tuple[str, int], _Group], ranked: _Ranked, verdict: pd.DataFrame) -> pd.DataFrame:
+    """One row per architecture: its seeds' rows averaged (decisions listed per seed), the verdict's columns, the
+    ranked score where the architecture is ranked, sorted and numbered."""
     per_seed = pd.DataFrame([g.row for g in groups.values()])
     numeric = {c: "mean" for c in per_seed.columns if pd.api.types.is_numeric_dtype(per_seed[c])}
     board = per_seed.groupby("arch", sort=False).agg(
@@ -360,46 +388,41 @@ def aggregate(run_dir: Path | RunDir, *, allow_mixed: bool = False) -> tuple[pd.
     board = board.sort_values(["score", "oof_score"], ascending=False, kind="stable", na_position="last")
     board = board.reset_index(drop=True)
     board.insert(0, "rank", np.arange(1, len(board) + 1))
-    board = board[[*LEAD_COLUMNS, *[c for c in board.columns if c not in LEAD_COLUMNS]]]
+    return board[[*LEAD_COLUMNS, *[c for c in board.columns if c not in LEAD_COLUMNS]]]
+
+
+def _per_image(groups: dict[tuple[str, int], _Group]) -> pd.DataFrame:
+    """Every image's score by every (architecture, seed): out-of-fold, on the holdout, and by the fold ensemble."""
     per_image = pd.concat([g.oof.assign(arch=g.arch, seed=g.seed, split="oof") for g in groups.values()]
                           + [g.holdout.assign(arch=g.arch, seed=g.seed, split="holdout") for g in groups.values()
                              if g.holdout is not None]
                           + [g.ensemble.assign(arch=g.arch, seed=g.seed, split="ensemble") for g in groups.values()
                              if g.ensemble is not None], ignore_index=True)
-    per_image = per_image[["id", "split", "fold", "arch", "seed", "score", "iou", "coverage_class", "empty_truth",
-                           "empty_pred", *(["head_prob"] if "head_prob" in per_image else [])]]
-    pairs = verdict.attrs["pairs"]
-    run.aggregate_file.unlink(missing_ok=True)
+    return per_image[["id", "split", "fold", "arch", "seed", "score", "iou", "coverage_class", "empty_truth",
+                      "empty_pred", *(["head_prob"] if "head_prob" in per_image else [])]]
+
+
+def _write_tables(run: RunDir, groups: dict[tuple[str, int], _Group], board: pd.DataFrame, per_image: pd.DataFrame,
+                  pairs: pd.DataFrame) -> dict[Path, str]:
+    """Write the CSV tables; each path with the text written, whose digest ``aggregate.json`` records."""
     tables = {run.leaderboard_file: LEADERBOARD.write(run.leaderboard_file, board),
               run.per_image_file: PER_IMAGE.write(run.per_image_file, per_image),
               run.pairs_file: PAIRS.write(run.pairs_file, pairs)}
     records = [r for g in groups.values() for r in g.classifier]
     if records:
         tables[run.classifier_file] = CLASSIFIER.write(run.classifier_file, pd.DataFrame(records))
-    gallery_probs = {}
+    return tables
+
+
+def _gallery_probs(groups: dict[tuple[str, int], _Group], n_images: int, shape: tuple[int, ...]) -> dict[str, np.ndarray]:
+    """Each architecture's out-of-fold probability levels of its first seed, on every development image."""
+    probs = {}
     for g in groups.values():
         if g.seed == min(s for a, s in groups if a == g.arch):
-            full = np.zeros((len(data.ids), *data.masks.shape[1:]), np.uint8)
+            full = np.zeros((n_images, *shape), np.uint8)
             full[g.rows] = g.probs
-            gallery_probs[g.arch] = full
-    gallery = Gallery.choose(data, board["arch"].tolist(), per_image[per_image["split"] == "oof"], gallery_probs)
-    if gallery is not None:
-        gallery.write(run.gallery_file)
-    components = verdict.set_index("arch")[["n_models", "collapsed", "image_sd", "replicate_sd", "fold_sd", "seed_sd"]]
-    Aggregate(
-        score_source=ranked.source, replicate=verdict.attrs["replicate"],
-        n_ranked_images=int(verdict.attrs["n_images"]), n_models=int(verdict.attrs["n_replicates"]),
-        n_seeds=int(ranked.scores.shape[2]), rope=verdict.attrs["rope"], alpha=verdict.attrs["alpha"],
-        seeds_to_resolve=verdict.attrs["seeds_to_resolve"], ranked=ranked.archs, incomplete=ranked.lacking,
-        variance={a: {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in row.items()}
-                  for a, row in components.astype(object).to_dict("index").items()},
-        cells={name: h for g in groups.values() for name, h in sorted(g.hashes.items())},
-        tables={path.name: _digest(text) for path, text in tables.items()},
-        environments=environments, mixed_environments=len(environments) > 1,
-        all_empty_oof=float(all_empty_scores(data.masks).mean()),
-        all_empty_holdout=float(all_empty_scores(held.masks).mean()) if held is not None and len(held.ids) else None,
-    ).write(run.aggregate_file)
-    return board, per_image
+            probs[g.arch] = full
+    return probs
 
 
 def _per_seed(values: pd.Series) -> str:
