@@ -41,17 +41,9 @@ def _describe(value: Any) -> str:
     return "absent" if value is _MISSING else repr(value)
 
 
-def _head_label(record: dict[str, Any]) -> str:
-    head = (record.get("protocol") or {}).get("empty_head")
+def _head_label(record: ProtocolRecord) -> str:
+    head = record.shared.get("empty_head")
     return "off" if not head else " ".join(f"{k}={v:g}" for k, v in sorted(head.items()))
-
-
-def _protocol_record(run: RunDir) -> dict[str, Any]:
-    if not run.path.is_dir():
-        raise BenchError(f"{run}: no such run directory")
-    if not run.protocol_file.is_file():
-        raise BenchError(f"{run}: not a salt-bench run directory (no protocol.json)")
-    return ProtocolRecord.read(run.protocol_file).protocol
 
 
 def check_images(run_a: RunDir, run_b: RunDir) -> None:
@@ -116,13 +108,13 @@ def compare(run_a: Path | RunDir, run_b: Path | RunDir, out: Path | None = None)
     run_a, run_b = RunDir(run_a), RunDir(run_b)
     if run_a.path.resolve() == run_b.path.resolve():
         raise BenchError(f"{run_a} and {run_b} are the same run directory: compare two different runs")
-    record_a, record_b = _protocol_record(run_a), _protocol_record(run_b)
+    record_a, record_b = run_a.require_protocol(), run_b.require_protocol()
     check_images(run_a, run_b)
     settings_a, settings_b = _settings(run_a), _settings(run_b)
     archs = sorted(set(settings_a) & set(settings_b))
     if not archs:
         raise BenchError(f"{run_a} and {run_b} have no finished architecture in common")
-    protocol_diff = differences(record_a, record_b)
+    protocol_diff = differences(record_a.protocol, record_b.protocol)
     (board_a, per_a), (board_b, per_b) = results.current(run_a), results.current(run_b)
     rank_a, rank_b = (dict(zip(board["arch"], board["rank"])) for board in (board_a, board_b))
     rows = []

@@ -15,7 +15,7 @@ import pandas as pd
 
 from bench import results
 from bench.errors import BenchError
-from bench.rundir import HISTORY, Cell, Environment, Gallery, History, RunDir, Splits
+from bench.rundir import HISTORY, Cell, Environment, Gallery, History, ProtocolRecord, RunDir, Splits
 from bench.rundir.tables import CLASSIFIER, COMPARISON, PAIRS, Aggregate, Table
 
 
@@ -26,8 +26,7 @@ class RunData:
     run_dir: Path
     name: str
     config: dict[str, Any]  # config.yaml as written
-    protocol_hash: str | None
-    protocol_record: dict[str, Any]  # protocol.json's "protocol": {"data": ..., "protocol": ...}
+    protocol_record: ProtocolRecord  # protocol.json
     env: dict[str, Any]  # env.json; empty when the run has none
     splits: Splits | None  # splits.json
     cells: pd.DataFrame
@@ -81,7 +80,11 @@ class RunData:
     @property
     def protocol(self) -> dict[str, Any]:
         """The shared protocol section (folds, seeds, loss, ...) as recorded in protocol.json."""
-        return self.protocol_record.get("protocol") or {}
+        return self.protocol_record.shared
+
+    @property
+    def protocol_hash(self) -> str:
+        return self.protocol_record.hash
 
     @property
     def empty_head(self) -> dict[str, Any] | None:
@@ -144,19 +147,14 @@ def _tables(run: RunDir) -> tuple[pd.DataFrame, pd.DataFrame]:
 def load_run(run_dir: Path | RunDir) -> RunData:
     """Parse a run directory; a directory that is not a run is a one-line ``BenchError``."""
     run = RunDir(run_dir)
-    if not run.path.is_dir():
-        raise BenchError(f"{run}: no such run directory")
-    if not run.protocol_file.is_file():
-        raise BenchError(f"{run}: not a salt-bench run directory (no protocol.json)")
-    protocol = run.protocol()
-    record = {} if protocol is None else protocol.protocol
+    protocol = run.require_protocol()
     config = run.config_tree()
     cells = run.metrics_table()
     board, per_image = _tables(run) if not cells.empty else (pd.DataFrame(), pd.DataFrame())
-    missing, expected = _missing(config, record.get("protocol") or {}, cells)
+    missing, expected = _missing(config, protocol.shared, cells)
     data = RunData(
-        run_dir=run.path, name=run.path.resolve().name, config=config, protocol_hash=None if protocol is None else protocol.hash,
-        protocol_record=record, env=Environment.read(run.env_file).values if run.env_file.is_file() else {},
+        run_dir=run.path, name=run.path.resolve().name, config=config, protocol_record=protocol,
+        env=Environment.read(run.env_file).values if run.env_file.is_file() else {},
         splits=Splits.read(run.splits_file) if run.splits_file.is_file() else None, cells=cells, board=board,
         per_image=per_image, history=_histories(run, cells) if not cells.empty else pd.DataFrame(),
         gallery=_gallery(run) if not cells.empty else None, missing=missing, expected=expected,

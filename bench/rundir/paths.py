@@ -235,6 +235,15 @@ class RunDir:
         """``protocol.json``, None before the first run."""
         return ProtocolRecord.read(self.protocol_file) if self.protocol_file.is_file() else None
 
+    def require_protocol(self) -> ProtocolRecord:
+        """``protocol.json`` of a run that must already exist (``report``, ``compare``): a path that is no run
+        directory is a one-line error."""
+        if not self.path.is_dir():
+            raise BenchError(f"{self}: no such run directory")
+        if not self.protocol_file.is_file():
+            raise BenchError(f"{self}: not a salt-bench run directory (no protocol.json)")
+        return ProtocolRecord.read(self.protocol_file)
+
     def protocol_hash(self) -> str | None:
         record = self.protocol()
         return None if record is None else record.hash

@@ -74,7 +74,7 @@ def context(run: RunData) -> dict[str, Any]:
         "summary": _summary(run) if run.has_cells else None, "aggregate": run.aggregate,
         "config_name": run.config.get("name"),
         "date": run.env.get("time"), "protocol_hash": run.protocol_hash,
-        "protocol_json": json.dumps(run.protocol_record, indent=2, sort_keys=True),
+        "protocol_json": json.dumps(run.protocol_record.protocol, indent=2, sort_keys=True),
         "config_yaml": yaml.safe_dump(run.config, sort_keys=False) if run.config else "",
         "env": [(label, run.env[key]) for key, label in ENV_KEYS if run.env.get(key) not in (None, "")],
         "n_images": int(run.oof_images["id"].nunique()) if run.has_cells else None,
